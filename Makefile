@@ -1,0 +1,63 @@
+# One command sets up and does each thing; every target (re)creates .venv when pyproject.toml changes.
+#   make demo            tiny model + bundled real data on CPU, W&B offline: a small sweep and its ablation table
+#   make test            the whole test suite (what CI runs)
+#   make test-fast       unit tests only (no subprocess runs, no training)
+#   make bench           benchmarks -> benchmarks/results/*.json
+#   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Quiet pip, minus warnings about local index folders some machines configure but do not have.
+pip_install = $(PY) -m pip install -q $(1) 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install install-gpu demo test test-fast bench ablation-table lint clean
+
+install: $(STAMP)
+
+# torch first and pinned, so that no later resolver step can pull a CUDA build onto a CPU machine.
+# hydra-optuna-sweeper 1.3.0 pins optuna<3 (broken with SQLAlchemy 2): install it without its deps.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(call pip_install,--upgrade pip)
+	$(call pip_install,torch==2.13.0)
+	$(call pip_install,-e '.[dev]')
+	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0)
+	$(PY) -c "import torch, trl, medgrpo; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+# A 2x2 grid on the tiny model (CPU, W&B offline), then its ablation table.
+DEMO_SWEEP := multirun/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+# GPU machines, inside the conda env from environment.yml (torch there is the CUDA build).
+install-gpu:
+	python -m pip install -e '.[gpu,dev]'
+	python -m pip install --no-deps hydra-optuna-sweeper==1.3.0
+	python -c "import torch, unsloth, vllm; assert torch.cuda.is_available(), 'no CUDA device visible'"
+
+demo: install
+	$(PY) src/run.py -m preset=tiny task_name=demo lora.rank=4,8 grpo.learning_rate=0,2e-2 \
+		hydra.sweep.dir=$(DEMO_SWEEP)
+	$(PY) analysis/ablation_table.py --sweep $(DEMO_SWEEP) --metrics train/reward_last_window,eval/pubmedqa/accuracy
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+ablation-table: install
+	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),)
+
+lint: install
+	$(VENV)/bin/ruff check src tests analysis benchmarks
+
+clean:
+	rm -rf outputs multirun .cache/tiny-model

@@ -1,0 +1,87 @@
+"""hydra/sweeper=medgrpo_optuna: hydra-optuna-sweeper, made safe for long studies.
+
+The upstream sweeper (1.3.0) crashes a whole study when every trial failed, numbers job directories from 0 again
+when a study is resumed (overwriting earlier trials' results), and finds a bad storage URL or objective only
+after the first trial. This subclass checks the storage and the objective before any trial runs, makes SQLite
+paths absolute (so a resumed study finds its file), continues job numbering after the trials already stored,
+and ends an all-failed study with a clear message instead of a traceback. Failed trials (an exception, OOM or a
+NaN objective: medgrpo jobs return None then) are recorded as FAIL by the upstream code and the study goes on.
+
+No `from __future__ import annotations` here: Hydra executes plugin modules outside sys.modules, where
+dataclasses cannot resolve string annotations.
+"""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from omegaconf import ListConfig
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+log = logging.getLogger(__name__)
+
+
+def absolute_sqlite_url(storage: Optional[str]) -> Optional[str]:
+    """sqlite:///relative/x.db -> sqlite:////abs/relative/x.db, creating the folder; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if not storage or not storage.startswith(prefix) or storage.startswith(prefix + "/"):
+        return storage
+    path = Path(storage[len(prefix):]).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return prefix + str(path)
+
+
+class _ResilientImpl(OptunaSweeperImpl):
+    def sweep(self, arguments: List[str]) -> None:
+        self.storage = absolute_sqlite_url(self.storage)
+        self._check_before_trials()
+        try:
+            super().sweep(arguments)
+        except ValueError as error:
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            states = [t.state for t in study.trials]
+            if optuna.trial.TrialState.COMPLETE in states:
+                raise
+            log.error("Study '%s': none of its %d trials completed (%s); see each job's results.json for the error",
+                      self.study_name, len(states), error)
+
+    def _check_before_trials(self) -> None:
+        objective = self.config.get("objective")
+        objectives = list(objective) if isinstance(objective, ListConfig) else [objective]
+        if len(objectives) != len(self._get_directions()):
+            raise ValueError(f"objective {objectives} has {len(objectives)} metric(s) but hydra.sweeper.direction "
+                             f"has {len(self._get_directions())}: give one direction per objective metric")
+        for metric in objectives:
+            if not isinstance(metric, str) or metric.split("/")[0] not in ("eval", "train"):
+                raise ValueError(f"objective: '{metric}' is not a metric key like eval/pubmedqa/accuracy")
+        if self.storage:
+            try:  # connect now: an unreachable database must fail before the first trial, not after it
+                existing = optuna.get_all_study_summaries(storage=self.storage)
+            except Exception as error:  # noqa: BLE001 - any driver error means the same thing here
+                raise ValueError(f"hydra.sweeper.storage: cannot open '{self.storage}': {error}") from error
+            previous = next((s.n_trials for s in existing if s.study_name == self.study_name), 0)
+            if previous:
+                log.info("Resuming study '%s' with %d trials already stored", self.study_name, previous)
+                self.job_idx = previous  # job directories continue after the stored trials'
+
+
+class MedgrpoOptunaSweeper(OptunaSweeper):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        impl = self.sweeper
+        self.sweeper = _ResilientImpl.__new__(_ResilientImpl)
+        self.sweeper.__dict__.update(impl.__dict__)
+
+
+@dataclass
+class MedgrpoOptunaSweeperConf(OptunaSweeperConf):
+    _target_: str = "hydra_plugins.medgrpo_optuna.medgrpo_optuna_sweeper.MedgrpoOptunaSweeper"
+    max_failure_rate: float = 1.0  # a failed trial is data, not a reason to stop the study
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="medgrpo_optuna", node=MedgrpoOptunaSweeperConf,
+                             provider="medgrpo")

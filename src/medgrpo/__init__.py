@@ -1,0 +1,1 @@
+"""medgrpo: GRPO for medical reasoning with Hydra sweeps and honest graders."""

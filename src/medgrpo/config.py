@@ -1,0 +1,131 @@
+"""Config checks that run before anything heavy is loaded, so that a bad value fails in a second, not after a
+model download. Each error names the key and what was expected. Data and reward checks live beside their code
+(medgrpo.data, medgrpo.rewards); this module checks the rest and calls them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from medgrpo.errors import ConfigError
+
+
+def _dirname_suffix(override_dirname: str) -> str:
+    """'lora.rank=32,reward=weighted' -> '_lora.rank=32,reward=weighted', safe as one path component."""
+    if not override_dirname:
+        return ""
+    return "_" + re.sub(r"[/\\:\s]+", "-", override_dirname)[:120]
+
+
+if not OmegaConf.has_resolver("medgrpo.dirname_suffix"):
+    OmegaConf.register_new_resolver("medgrpo.dirname_suffix", _dirname_suffix)
+
+BACKENDS = ("auto", "hf", "unsloth")
+BUDGET_MODES = ("off", "cap", "extend")
+EVAL_ENGINES = ("auto", "hf", "vllm")
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(key, f"expected a positive integer, got {value!r}")
+
+
+def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(key, f"expected one of {list(allowed)}, got {value!r}")
+
+
+def check_grpo(cfg: DictConfig) -> None:
+    from trl import GRPOConfig
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for key in cfg.grpo:
+        if key not in fields:
+            raise ConfigError(f"grpo.{key}", "not a field of trl.GRPOConfig (check the spelling)")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
+                "max_completion_length", "max_steps"):
+        _positive_int(cfg, f"grpo.{key}")
+    if cfg.grpo.num_generations < 2:
+        raise ConfigError("grpo.num_generations", "GRPO needs at least 2 completions per prompt to compare")
+    steps_per_generation = cfg.grpo.get("steps_per_generation") or cfg.grpo.gradient_accumulation_steps
+    generation_batch = cfg.grpo.per_device_train_batch_size * steps_per_generation
+    if generation_batch % cfg.grpo.num_generations:
+        raise ConfigError(
+            "grpo.num_generations",
+            f"the generation batch (per_device_train_batch_size {cfg.grpo.per_device_train_batch_size} x "
+            f"steps_per_generation {steps_per_generation} = {generation_batch}) must be divisible by "
+            f"num_generations ({cfg.grpo.num_generations})",
+        )
+    if cfg.grpo.learning_rate < 0:
+        raise ConfigError("grpo.learning_rate", f"expected >= 0, got {cfg.grpo.learning_rate}")
+
+
+def check_lora(cfg: DictConfig) -> None:
+    _positive_int(cfg, "lora.rank")
+    if not cfg.lora.alpha or cfg.lora.alpha <= 0:
+        raise ConfigError("lora.alpha", f"expected a positive number, got {cfg.lora.alpha!r}")
+    if not 0 <= cfg.lora.dropout < 1:
+        raise ConfigError("lora.dropout", f"expected 0 <= dropout < 1, got {cfg.lora.dropout}")
+    if not cfg.lora.target_modules:
+        raise ConfigError("lora.target_modules", "expected at least one module name")
+
+
+def check_budget(cfg: DictConfig) -> None:
+    _one_of(cfg, "budget.mode", BUDGET_MODES)
+    if cfg.budget.mode == "off":
+        return
+    _positive_int(cfg, "budget.max_thinking_tokens")
+    _positive_int(cfg, "budget.max_answer_tokens")
+    if cfg.budget.mode == "extend":
+        num_ignore = cfg.budget.num_ignore
+        if not isinstance(num_ignore, int) or num_ignore < 0:
+            raise ConfigError("budget.num_ignore", f"expected an integer >= 0, got {num_ignore!r}")
+        if not str(cfg.budget.wait_text).strip():
+            raise ConfigError("budget.wait_text", "expected non-empty text such as 'Wait'")
+
+
+def check_eval(cfg: DictConfig) -> None:
+    _one_of(cfg, "eval.engine", EVAL_ENGINES)
+    for key in ("batch_size", "max_new_tokens", "num_samples"):
+        _positive_int(cfg, f"eval.{key}")
+    if cfg.eval.limit is not None:
+        _positive_int(cfg, "eval.limit")
+    if cfg.eval.num_samples > 1 and cfg.eval.temperature <= 0:
+        raise ConfigError("eval.temperature", "num_samples > 1 needs sampling (temperature > 0); greedy repeats itself")
+    if cfg.eval.adapter_path is not None and not Path(cfg.eval.adapter_path, "adapter_config.json").is_file():
+        raise ConfigError("eval.adapter_path", f"no LoRA adapter (adapter_config.json) in {cfg.eval.adapter_path}")
+
+
+def check_output_dir(path: str) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ConfigError("paths.output_dir", f"cannot write to {path}: {error.strerror or error}") from error
+
+
+def validate(cfg: DictConfig) -> None:
+    """All checks that need no model. Raises ConfigError/DataError naming the key."""
+    from medgrpo import data, rewards
+    from medgrpo.prompting import PromptFormat
+
+    _one_of(cfg, "backend.name", BACKENDS)
+    if not isinstance(cfg.seed, int):
+        raise ConfigError("seed", f"expected an integer, got {cfg.seed!r}")
+    _positive_int(cfg, "model.max_seq_length")
+    check_lora(cfg)
+    check_grpo(cfg)
+    check_budget(cfg)
+    check_eval(cfg)
+    if not cfg.train.enabled and not (cfg.eval.after_training or cfg.eval.before_training):
+        raise ConfigError("train.enabled", "with training off, evaluation must be on (eval.after_training=true)")
+    data.validate_data_config(cfg.data)
+    rewards.build_reward_functions(cfg.reward, PromptFormat.from_config(cfg.prompt))
+    check_output_dir(cfg.paths.output_dir)

@@ -1,0 +1,17 @@
+"""Errors for bad input. Each message names the offending key, field or file and what was expected."""
+
+
+class MedgrpoError(ValueError):
+    """Base class: an input problem the user can fix (as opposed to a bug)."""
+
+
+class ConfigError(MedgrpoError):
+    """A config value is invalid. Raised before any model is loaded."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        super().__init__(f"config key '{key}': {problem}")
+
+
+class DataError(MedgrpoError):
+    """A data source, file, field or row is invalid."""

@@ -1,0 +1,89 @@
+"""Generation engines: continue a batch of token sequences and return the new tokens. Same interface for
+transformers (CPU/GPU) and vLLM (GPU), so budget forcing and evaluation never care which one runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0   # 0 = greedy
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class Generated:
+    tokens: list[int]          # new tokens, without the end-of-sequence token
+    ended: bool                # the model emitted end-of-sequence (else: stopped by a stop string or the limit)
+
+
+class Engine(Protocol):
+    def generate(self, sequences: list[list[int]], max_new_tokens: int, stop_strings: list[str],
+                 sampling: Sampling) -> list[Generated]:
+        """Continue each sequence by at most max_new_tokens. Generation may stop early at a stop string
+        (the string's tokens are included) or at end-of-sequence."""
+
+
+class HFEngine:
+    """Batched `model.generate` with left padding."""
+
+    def __init__(self, model, tokenizer, batch_size: int, progress: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.progress = progress
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    @torch.no_grad()
+    def generate(self, sequences, max_new_tokens, stop_strings, sampling):
+        # Longest first: batches of similar length waste less padding, and an OOM shows up at once.
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        results: list[Generated | None] = [None] * len(sequences)
+        pad_id = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        batches = range(0, len(order), self.batch_size)
+        for start in tqdm(batches, desc="generate", disable=not self.progress or len(batches) < 2, leave=False):
+            rows = order[start:start + self.batch_size]
+            width = max(len(sequences[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                input_ids[r, width - len(sequences[i]):] = torch.tensor(sequences[i])
+                attention[r, width - len(sequences[i]):] = 1
+            output = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling.temperature > 0,
+                temperature=sampling.temperature if sampling.temperature > 0 else None,
+                top_p=sampling.top_p if sampling.temperature > 0 else None,
+                top_k=None,
+                stop_strings=stop_strings or None,
+                tokenizer=self.tokenizer if stop_strings else None,
+                pad_token_id=pad_id,
+                eos_token_id=list(self.eos_ids),
+            )
+            for r, i in enumerate(rows):
+                results[i] = self._trim(output[r, width:].tolist())
+        return results
+
+    def _trim(self, new_tokens: list[int]) -> Generated:
+        # Finished rows are padded to the batch's length; the first EOS (or pad, after a stop string) ends a row.
+        for position, token in enumerate(new_tokens):
+            if token in self.eos_ids:
+                return Generated(new_tokens[:position], ended=True)
+            if token == self.tokenizer.pad_token_id:
+                return Generated(new_tokens[:position], ended=False)
+        return Generated(new_tokens, ended=False)

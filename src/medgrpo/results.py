@@ -1,0 +1,57 @@
+"""results.json and other job files, written atomically: a reader never sees half a file, a crash leaves none."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+SECRET_MARKERS = ("api_key", "token", "secret", "password")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; None is unambiguous for table readers
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def redact_secrets(value: Any) -> Any:
+    """Replace values of keys that look like credentials, at any depth."""
+    if isinstance(value, dict):
+        return {k: "<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact_secrets(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    _write_atomic(Path(path), lambda f: json.dump(_json_safe(data), f, indent=2, sort_keys=False))
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
+    def write(file):
+        for row in rows:
+            file.write(json.dumps(_json_safe(row), ensure_ascii=False) + "\n")
+
+    _write_atomic(Path(path), write)

@@ -1,0 +1,25 @@
+"""The medgrpo entrypoint: GRPO training then evaluation, configured by Hydra (conf/).
+
+    python src/run.py                                   # the default recipe (GPU, downloads Qwen2.5-3B)
+    python src/run.py model=tiny                        # CPU, no download: tiny random model + bundled data
+    python src/run.py -m reward=weighted lora.rank=32,64   # a grid sweep, one job per combination
+    python src/run.py -m hparams_search=pubmedqa_optuna   # an Optuna study
+    python src/run.py --help                            # config groups and their options
+
+Each job writes results.json, predictions/*.jsonl and the LoRA adapter to its output directory, and returns the
+configured objective (cfg.objective) to the sweeper.
+"""
+import hydra
+from omegaconf import DictConfig
+
+import medgrpo.config  # noqa: F401  (registers the resolvers the Hydra config uses)
+from medgrpo.pipeline import run_job
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()
