@@ -4,6 +4,7 @@
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make bench           benchmarks -> benchmarks/results/*.json
 #   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep)
+#   make export RUN=<job dir>  LoRA adapter + merged 16-bit model (+ GGUF with FORMATS=lora,merged,gguf)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu demo test test-fast bench ablation-table lint clean
+.PHONY: install install-gpu demo export test test-fast bench ablation-table lint clean
 
 install: $(STAMP)
 
@@ -55,6 +56,10 @@ bench: install
 
 ablation-table: install
 	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),)
+
+# LoRA adapter + merged model of a trained job (FORMATS=lora,merged,gguf for GGUF via llama.cpp).
+export: install
+	$(PY) -m medgrpo.export $(RUN) --formats $(or $(FORMATS),lora,merged)
 
 lint: install
 	$(VENV)/bin/ruff check src tests analysis benchmarks

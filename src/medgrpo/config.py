@@ -5,6 +5,7 @@ model download. Each error names the key and what was expected. Data and reward 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -54,13 +55,14 @@ def check_grpo(cfg: DictConfig) -> None:
     if cfg.grpo.num_generations < 2:
         raise ConfigError("grpo.num_generations", "GRPO needs at least 2 completions per prompt to compare")
     steps_per_generation = cfg.grpo.get("steps_per_generation") or cfg.grpo.gradient_accumulation_steps
-    generation_batch = cfg.grpo.per_device_train_batch_size * steps_per_generation
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # accelerate launch / torchrun set it
+    generation_batch = cfg.grpo.per_device_train_batch_size * processes * steps_per_generation
     if generation_batch % cfg.grpo.num_generations:
         raise ConfigError(
             "grpo.num_generations",
             f"the generation batch (per_device_train_batch_size {cfg.grpo.per_device_train_batch_size} x "
-            f"steps_per_generation {steps_per_generation} = {generation_batch}) must be divisible by "
-            f"num_generations ({cfg.grpo.num_generations})",
+            f"{processes} processes x steps_per_generation {steps_per_generation} = {generation_batch}) must be "
+            f"divisible by num_generations ({cfg.grpo.num_generations})",
         )
     if cfg.grpo.learning_rate < 0:
         raise ConfigError("grpo.learning_rate", f"expected >= 0, got {cfg.grpo.learning_rate}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import time
 import traceback
@@ -48,7 +49,14 @@ def check_objective(cfg: DictConfig, eval_names: list[str]) -> None:
             raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', but the eval sets are {eval_names}")
 
 
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch`/torchrun (and the only process otherwise): it logs, evaluates, writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_job(cfg: DictConfig) -> float | list[float] | None:
+    if not is_main_process():
+        return _run_worker(cfg)
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     overrides, name, group, multirun = _job_identity(cfg)
@@ -68,6 +76,7 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         from medgrpo.tracking import start_tracking
 
         tracker = start_tracking(cfg.logger, resolved, output_dir, name, group)
+        results["wandb"] = tracker.describe()
         metrics = _run(cfg, output_dir, tracker, timings, results)
         results["metrics"] = metrics
         results["status"] = "ok"
@@ -94,6 +103,14 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         write_json_atomic(output_dir / "results.json", results)
         if tracker is not None:
             tracker.finish(failed=results["status"] != "ok")
+
+
+def _run_worker(cfg: DictConfig) -> None:
+    """A non-main process of a multi-process run: it trains its data shard and leaves the rest to rank 0."""
+    from medgrpo.tracking import NullTracker
+
+    config_checks.validate(cfg)
+    _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {}, {})
 
 
 def _timed(timings: dict, key: str):
@@ -138,8 +155,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dic
             train_set, train_report = data.prepare_train(cfg.data, tokenizer, prompt_format, cfg.seed,
                                                          max_prompt_tokens)
             rewards.check_rewards_applicable(cfg.reward, train_set.column_names)
-            results["data"] = {"train": train_report, "eval": eval_report,
-                               "leakage": data.check_leakage(train_set, eval_sets, cfg.data.allow_leakage)}
+            results["data"] = {"train": train_report, "eval": eval_report}  # the train report has the leakage check
         else:
             results["data"] = {"eval": eval_report}
 
@@ -149,7 +165,8 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dic
     evaluator = EvalRunner(cfg, policy, eval_sets, Budget.from_config(cfg.budget, cfg.eval.max_new_tokens),
                            prompt_format, tracker, output_dir)
     metrics: dict[str, float] = {}
-    if cfg.eval.before_training:
+    main = is_main_process()
+    if cfg.eval.before_training and main:
         with _timed(timings, "eval_before_s"):
             metrics.update(evaluator.run(prefix="eval_base", step=0, predictions_subdir="predictions_base"))
     if cfg.train.enabled:
@@ -157,9 +174,9 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dic
 
         with _timed(timings, "train_s"):
             metrics.update(train(cfg, policy, train_set, reward_funcs, reward_weights, output_dir,
-                                 tracker.report_to, callbacks=evaluator.callbacks()))
+                                 tracker.report_to, callbacks=evaluator.callbacks() if main else []))
         results["eval_during"] = evaluator.history
-    if cfg.eval.after_training:
+    if cfg.eval.after_training and main:
         with _timed(timings, "eval_s"):
             step = int(metrics.get("train/steps", 0))
             metrics.update(evaluator.run(prefix="eval", step=step, predictions_subdir="predictions"))

@@ -32,6 +32,10 @@ class NullTracker:
     def finish(self, failed: bool = False) -> None:
         pass
 
+    def describe(self) -> dict:
+        """What results.json records about the tracking run."""
+        return {"mode": "disabled"}
+
 
 class WandbTracker(NullTracker):
     report_to = ["wandb"]
@@ -57,6 +61,11 @@ class WandbTracker(NullTracker):
 
     def finish(self, failed=False):
         self.run.finish(exit_code=1 if failed else 0)
+
+    def describe(self):
+        run = self.run
+        return {"mode": run.settings.mode, "id": run.id, "project": run.project, "group": run.group,
+                "name": run.name, "dir": run.dir}
 
 
 def _init_wandb(mode: str, **kwargs):

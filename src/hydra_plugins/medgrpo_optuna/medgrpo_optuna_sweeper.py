@@ -1,6 +1,6 @@
 """hydra/sweeper=medgrpo_optuna: hydra-optuna-sweeper, made safe for long studies.
 
-The upstream sweeper (1.3.0) crashes a whole study when every trial failed, numbers job directories from 0 again
+Storage defaults to SQLite in the sweep dir. The upstream sweeper (1.3.0) crashes a whole study when every trial failed, numbers job directories from 0 again
 when a study is resumed (overwriting earlier trials' results), and finds a bad storage URL or objective only
 after the first trial. This subclass checks the storage and the objective before any trial runs, makes SQLite
 paths absolute (so a resumed study finds its file), continues job numbering after the trials already stored,
@@ -25,10 +25,12 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 log = logging.getLogger(__name__)
 
 
-def absolute_sqlite_url(storage: Optional[str]) -> Optional[str]:
-    """sqlite:///relative/x.db -> sqlite:////abs/relative/x.db, creating the folder; other URLs unchanged."""
+def storage_url(storage: Optional[str], sweep_dir: str) -> str:
+    """The study's storage: <sweep dir>/optuna.db when none is given; relative SQLite paths made absolute."""
     prefix = "sqlite:///"
-    if not storage or not storage.startswith(prefix) or storage.startswith(prefix + "/"):
+    if not storage:
+        storage = prefix + str(Path(sweep_dir) / "optuna.db")
+    if not storage.startswith(prefix) or storage.startswith(prefix + "/"):
         return storage
     path = Path(storage[len(prefix):]).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def absolute_sqlite_url(storage: Optional[str]) -> Optional[str]:
 
 class _ResilientImpl(OptunaSweeperImpl):
     def sweep(self, arguments: List[str]) -> None:
-        self.storage = absolute_sqlite_url(self.storage)
+        self.storage = storage_url(self.storage, self.config.hydra.sweep.dir)
         self._check_before_trials()
         try:
             super().sweep(arguments)
@@ -58,23 +60,19 @@ class _ResilientImpl(OptunaSweeperImpl):
         for metric in objectives:
             if not isinstance(metric, str) or metric.split("/")[0] not in ("eval", "train"):
                 raise ValueError(f"objective: '{metric}' is not a metric key like eval/pubmedqa/accuracy")
-        if self.storage:
-            try:  # connect now: an unreachable database must fail before the first trial, not after it
-                existing = optuna.get_all_study_summaries(storage=self.storage)
-            except Exception as error:  # noqa: BLE001 - any driver error means the same thing here
-                raise ValueError(f"hydra.sweeper.storage: cannot open '{self.storage}': {error}") from error
-            previous = next((s.n_trials for s in existing if s.study_name == self.study_name), 0)
-            if previous:
-                log.info("Resuming study '%s' with %d trials already stored", self.study_name, previous)
-                self.job_idx = previous  # job directories continue after the stored trials'
+        try:  # connect now: an unreachable database must fail before the first trial, not after it
+            existing = optuna.get_all_study_summaries(storage=self.storage)
+        except Exception as error:  # noqa: BLE001 - any driver error means the same thing here
+            raise ValueError(f"hydra.sweeper.storage: cannot open '{self.storage}': {error}") from error
+        previous = next((s.n_trials for s in existing if s.study_name == self.study_name), 0)
+        if previous:
+            log.info("Resuming study '%s' with %d trials already stored", self.study_name, previous)
+            self.job_idx = previous  # job directories continue after the stored trials'
 
 
 class MedgrpoOptunaSweeper(OptunaSweeper):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        impl = self.sweeper
-        self.sweeper = _ResilientImpl.__new__(_ResilientImpl)
-        self.sweeper.__dict__.update(impl.__dict__)
+    def __init__(self, **kwargs: Any) -> None:  # the arguments of OptunaSweeper, passed to our implementation
+        self.sweeper = _ResilientImpl(**kwargs)
 
 
 @dataclass

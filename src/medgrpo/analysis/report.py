@@ -1,0 +1,144 @@
+"""The ablation report of a sweep and its command line (analysis/ablation_table.py, `make ablation-table`).
+
+main() prints the Markdown report and writes ablation.md, ablation.csv (one line per setting),
+ablation_jobs.csv (one line per job) and the PNGs into <sweep>/ablation/. Exit code 2 with a one-line message
+when there is nothing to tabulate (no such dir, no job dirs, no results.json) or an option is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medgrpo.analysis import AblationError
+from medgrpo.analysis.jobs import (
+    JobRow,
+    find_newest_sweep,
+    load_sweep_rows,
+    load_wandb_rows,
+    parse_overrides,
+    split_override_dirname,
+)
+from medgrpo.analysis.plots import metric_filename, plot_metric, plot_optuna_history, plot_optuna_importances
+from medgrpo.analysis.render import markdown_table, write_csv, write_jobs_csv
+from medgrpo.analysis.study import (
+    StudySummary,
+    is_optuna,
+    load_study_summary,
+    read_sweeper_config,
+    study_markdown,
+)
+from medgrpo.analysis.table import AblationTable, aggregate, default_metrics, majority_key
+
+FOOTNOTE = ("Cells: mean [95% CI] over seeds; n = jobs with results. The CI is a Student t-interval over seeds; "
+            "† one job only: its own eval-set interval (Wilson), without seed variation. Majority = the accuracy "
+            "of always giving the most common gold answer (PubMedQA: always 'yes').")
+
+
+def report_markdown(table: AblationTable, source: str, plots: list[str], study: str = "") -> str:
+    """The whole ablation.md: context, the table, footnotes, missing metrics, plots, Optuna section."""
+    fixed = ", ".join(f"{k}={v}" for k, v in table.fixed.items()) or "none"
+    lines = [f"# Ablation: {source}", "",
+             f"Swept: {', '.join(table.swept) or 'nothing but seeds'}. Fixed overrides: {fixed}.",
+             f"Baseline for Δ: {table.baseline.label if table.baseline else 'none (no setting has results)'}.", "",
+             markdown_table(table), "",
+             FOOTNOTE]
+    if table.absent_metrics:
+        available = sorted({k for s in table.settings for j in s.jobs for k in j.metrics})
+        lines.append(f"\nNo job reported {table.absent_metrics}; available metrics: {', '.join(available) or 'none'}.")
+    if not table.metrics:
+        lines.append("\nNo eval/<dataset>/accuracy in any result: choose metrics with --metrics.")
+    lines += ["", *(f"![{name}]({name})" for name in plots)]
+    if study:
+        lines += ["", study]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(rows: list[JobRow], out_dir: Path, source: str, metrics: list[str] | None = None,
+                 baseline: dict[str, str] | None = None, study: StudySummary | None = None) -> tuple[str, list[Path]]:
+    """Aggregate rows and write ablation.md, ablation.csv, ablation_jobs.csv and the PNGs into out_dir.
+    Returns the Markdown and the written paths."""
+    table = aggregate(rows, metrics if metrics is not None else default_metrics(rows), baseline)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for metric in table.metrics:
+        if metric not in table.absent_metrics:
+            plot_metric(table, metric, out_dir / metric_filename(metric))
+            plots.append(metric_filename(metric))
+    study_plots = _plot_study(study, out_dir) if study is not None else []
+    text = report_markdown(table, source, plots, study_markdown(study, study_plots) if study is not None else "")
+    (out_dir / "ablation.md").write_text(text, encoding="utf-8")
+    write_csv(table, out_dir / "ablation.csv")
+    write_jobs_csv(rows, list(dict.fromkeys(table.metrics + [m for m in map(majority_key, table.metrics) if m])),
+                   out_dir / "ablation_jobs.csv")
+    files = [out_dir / "ablation.md", out_dir / "ablation.csv", out_dir / "ablation_jobs.csv"]
+    return text, files + [out_dir / name for name in plots + study_plots]
+
+
+def _plot_study(study: StudySummary, out_dir: Path) -> list[str]:
+    """The Optuna plots that the study's state allows (the Markdown says why one is missing)."""
+    names = []
+    if study.trials:
+        plot_optuna_history(study, out_dir / "optuna_history.png")
+        names.append("optuna_history.png")
+    if study.importances:
+        plot_optuna_importances(study, out_dir / "optuna_importances.png")
+        names.append("optuna_importances.png")
+    return names
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Ablation table (Markdown, CSV, PNG) of a Hydra sweep or W&B group.")
+    parser.add_argument("--sweep", type=Path, help="sweep dir multirun/<task>/<date_time> (default: the newest)")
+    parser.add_argument("--metrics", help="comma-separated metric keys (default: every eval/<dataset>/accuracy, "
+                                          "plus format_rate and mean_completion_tokens of the first dataset)")
+    parser.add_argument("--baseline", help='the setting Δ is measured against, e.g. "lora.rank=32,reward=recipe" '
+                                           "(default: the first setting in sweep order)")
+    parser.add_argument("--out", type=Path, help="output dir (default: <sweep>/ablation, or ablation-wandb/<group>)")
+    parser.add_argument("--multirun-root", type=Path, default=Path("multirun"), help="where to look for sweeps")
+    parser.add_argument("--wandb-group", help="read the runs of this W&B group instead of results.json files")
+    parser.add_argument("--wandb-project", default="medgrpo")
+    parser.add_argument("--wandb-entity")
+    return parser.parse_args(argv)
+
+
+def _rows_and_source(args: argparse.Namespace) -> tuple[list[JobRow], str, Path | None]:
+    sweep = args.sweep
+    if sweep is not None and not sweep.is_dir():
+        raise AblationError(f"no such sweep directory: {sweep}")
+    if args.wandb_group:
+        rows = load_wandb_rows(args.wandb_group, args.wandb_project, args.wandb_entity)
+        if not rows:
+            raise AblationError(f"no W&B runs in group '{args.wandb_group}' of project '{args.wandb_project}'")
+        return rows, f"W&B group {args.wandb_group}", sweep
+    if sweep is None:
+        sweep = find_newest_sweep(args.multirun_root)
+        if sweep is None:
+            raise AblationError(f"no sweep with job dirs under {args.multirun_root}/ — run `python src/run.py -m ...` "
+                                "first or pass --sweep DIR")
+    rows = load_sweep_rows(sweep)
+    if not rows:
+        raise AblationError(f"{sweep} has no job dirs (<num>_<overrides>/): not a sweep dir, or no job started yet")
+    if all(row.status == "missing" for row in rows):
+        raise AblationError(f"no results.json in {sweep}: {len(rows)} job dir(s), none finished "
+                            "(still running, or crashed before writing results)")
+    return rows, str(sweep), sweep
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI: prints the Markdown report to stdout and the written files to stderr. Exit 2: nothing to show."""
+    args = parse_args(argv)
+    try:
+        rows, source, sweep = _rows_and_source(args)
+        sweeper = read_sweeper_config(sweep) if sweep is not None else {}
+        study = load_study_summary(sweep, sweeper) if is_optuna(sweeper) else None
+        out_dir = args.out or (sweep / "ablation" if sweep is not None else Path("ablation-wandb") / args.wandb_group)
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+        baseline = parse_overrides(split_override_dirname(args.baseline)) if args.baseline else None
+        text, files = build_report(rows, out_dir, source, metrics, baseline, study)
+    except AblationError as error:
+        print(f"ablation-table: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    print("wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
+    return 0

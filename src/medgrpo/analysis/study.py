@@ -1,0 +1,127 @@
+"""The Optuna study behind a sweep run with hparams_search=...: trial states (FAIL included), params, values and
+parameter importances. Read-only: a study that cannot be found is explained, never created."""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medgrpo.analysis import AblationError
+from medgrpo.analysis.jobs import job_dirs
+from medgrpo.analysis.render import fmt
+
+
+def read_sweeper_config(sweep_dir: Path) -> dict:
+    """hydra.sweeper of a sweep: from multirun.yaml (basic sweeper), else from a job's .hydra/hydra.yaml (the
+    Optuna sweeper writes no multirun.yaml). Interpolations are left unresolved; {} when neither exists."""
+    from omegaconf import OmegaConf
+
+    sweep_dir = Path(sweep_dir)
+    candidates = [sweep_dir / "multirun.yaml"] + [d / ".hydra" / "hydra.yaml" for d in job_dirs(sweep_dir)]
+    for path in candidates:
+        if path.is_file():
+            sweeper = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper")
+            return OmegaConf.to_container(sweeper, resolve=False) if sweeper is not None else {}
+    return {}
+
+
+def is_optuna(sweeper: dict) -> bool:
+    return "optuna" in str(sweeper.get("_target_", "")).lower()
+
+
+def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
+    """The study's storage URL, with ${hydra.sweep.dir} filled in and a moved sweep's sqlite file found beside it.
+    Raises AblationError when it cannot be opened (never lets Optuna create an empty database)."""
+    if not storage:
+        raise AblationError("hydra.sweeper.storage is null: the study lived in memory only")
+    resolved = Path(sweep_dir).resolve()
+    url = str(storage).replace("${hydra.sweep.dir}", str(resolved)).replace("${hydra:sweep.dir}", str(resolved))
+    if "${" in url:
+        raise AblationError(f"cannot resolve the interpolation in hydra.sweeper.storage={storage}")
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///"))
+        if not db.is_file():
+            beside = Path(sweep_dir) / db.name
+            if not beside.is_file():
+                raise AblationError(f"Optuna storage file not found: {db} (nor {beside})")
+            url = f"sqlite:///{beside.resolve()}"
+    return url
+
+
+@dataclass
+class StudySummary:
+    """What the report says about an Optuna study; error/importance_note say why a part is missing."""
+
+    name: str | None
+    storage: str | None
+    directions: list[str] = field(default_factory=list)
+    trials: list[dict] = field(default_factory=list)  # number, state, values, params
+    importances: list[dict[str, float]] = field(default_factory=list)  # one dict per objective
+    importance_note: str | None = None
+    error: str | None = None
+
+    @property
+    def state_counts(self) -> dict[str, int]:
+        return dict(Counter(t["state"] for t in self.trials))
+
+
+def load_study_summary(sweep_dir: Path, sweeper: dict) -> StudySummary:
+    """Trials (states incl. FAIL, params, values) and parameter importances of a sweep's Optuna study."""
+    summary = StudySummary(sweeper.get("study_name"), sweeper.get("storage"))
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        summary.storage = resolve_storage(summary.storage, sweep_dir)
+        with warnings.catch_warnings():  # studies written by hydra-optuna-sweeper use deprecated distributions
+            warnings.simplefilter("ignore", FutureWarning)
+            study = optuna.load_study(study_name=summary.name, storage=summary.storage)
+            trials = study.trials
+    except Exception as error:  # noqa: BLE001 - a missing study must not cost the table
+        summary.error = f"could not load the Optuna study: {error}"
+        return summary
+    summary.name = study.study_name
+    summary.directions = [d.name.lower() for d in study.directions]
+    summary.trials = [{"number": t.number, "state": t.state.name, "values": t.values, "params": t.params}
+                      for t in trials]
+    complete = sum(t["state"] == "COMPLETE" for t in summary.trials)
+    if complete < 2:
+        summary.importance_note = f"parameter importances need >= 2 completed trials; the study has {complete}"
+        return summary
+    notes = []
+    for index in range(len(summary.directions)):
+        target = (lambda t, i=index: t.values[i]) if len(summary.directions) > 1 else None
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                summary.importances.append(optuna.importance.get_param_importances(study, target=target))
+            notes += [str(w.message) for w in caught if "importance" in str(w.message).lower()]
+        except Exception as error:  # noqa: BLE001 - e.g. no parameter varies
+            summary.importances = []
+            summary.importance_note = f"parameter importances failed: {type(error).__name__}: {error}"
+            return summary
+    summary.importance_note = " ".join(dict.fromkeys(notes)) or None
+    return summary
+
+
+def study_markdown(summary: StudySummary, files: list[str]) -> str:
+    lines = [f"## Optuna study `{summary.name}`", ""]
+    if summary.error:
+        return "\n".join(lines + [f"No study history: {summary.error}."])
+    counts = ", ".join(f"{state}: {count}" for state, count in summary.state_counts.items())
+    lines.append(f"Storage `{summary.storage}`, direction {', '.join(summary.directions)}; trials — {counts}.")
+    done = [t for t in summary.trials if t["state"] == "COMPLETE"]
+    if done and len(summary.directions) == 1:
+        pick = max if summary.directions[0] == "maximize" else min
+        best = pick(done, key=lambda t: t["values"][0])
+        params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        lines.append(f"Best trial #{best['number']}: {fmt(best['values'][0])} with {params}.")
+    for index, importances in enumerate(summary.importances):
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
+        which = f" (objective {index})" if len(summary.importances) > 1 else ""
+        lines.append(f"Parameter importances{which}: {ranked}.")
+    if summary.importance_note:
+        lines.append(f"Importances: {summary.importance_note}")
+    lines += ["", *(f"![{name}]({name})" for name in files)]
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""A disk cache of prepared datasets, keyed on everything that determines them.
+
+    key = cache_key(kind, payload, files, tokenizer)       # payload: JSON-able config parts
+    hit = load_cached(cache_dir, key)                      # (dataset or DatasetDict, report) or None
+    store(cache_dir, key, data, report)
+
+The key covers the source configs, the content of every local file (xxhash), the tokenizer (vocabulary, merges
+and chat template), the prompt format, seeds and sizes, and CACHE_VERSION (bump it when preparation code changes
+results). Hub sources are keyed by path/name/split/revision: pin `revision` for a cache that cannot go stale.
+Entries are written to a temp dir and renamed, so parallel sweep jobs never read a half-written one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import xxhash
+from datasets import Dataset, DatasetDict, load_from_disk
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def file_digest(path: Path) -> str:
+    h = xxhash.xxh3_128()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    return h.hexdigest()
+
+
+def cache_key(kind: str, payload: dict, files: list[Path], tokenizer) -> str:
+    h = hashlib.sha256(f"{kind}:v{CACHE_VERSION}".encode())
+    h.update(json.dumps(payload, sort_keys=True, default=str).encode())
+    for path in sorted(set(files)):
+        h.update(f"{path}:{file_digest(path)}".encode())
+    h.update(tokenizer_fingerprint(tokenizer).encode())
+    return f"{kind}-{h.hexdigest()[:20]}"
+
+
+def load_cached(cache_dir: Path, key: str):
+    entry = cache_dir / key
+    if not (entry / "report.json").is_file():
+        return None
+    try:
+        data = load_from_disk(str(entry / "data"))
+        report = json.loads((entry / "report.json").read_text())
+    except (OSError, ValueError) as e:  # a damaged entry is rebuilt, not fatal
+        log.warning("ignoring unreadable data cache entry %s: %s", entry, e)
+        return None
+    return data, report
+
+
+def store(cache_dir: Path, key: str, data: Dataset | DatasetDict, report: dict) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+    try:
+        data.save_to_disk(str(staging / "data"))
+        (staging / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        os.replace(staging, cache_dir / key)
+    except OSError:
+        if not (cache_dir / key / "report.json").is_file():  # lost a race: the other job wrote the same entry
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

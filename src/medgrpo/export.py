@@ -1,0 +1,106 @@
+"""Export a trained job: the LoRA adapter, a merged 16-bit model, and GGUF where llama.cpp is available.
+
+    python -m medgrpo.export <job dir> [--formats lora,merged,gguf] [--dtype bfloat16] [--out DIR]
+    make export RUN=<job dir>
+
+The merged model is the base model with the LoRA folded in: it loads with plain transformers (or vLLM) and
+predicts what the adapter model predicts. GGUF conversion uses llama.cpp's `convert_hf_to_gguf.py`, found on PATH or
+in $LLAMA_CPP_DIR; it is never downloaded or built here (Unsloth's save_pretrained_gguf builds it from the network).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+log = logging.getLogger("medgrpo.export")
+FORMATS = ("lora", "merged", "gguf")
+
+
+def _job_config(job_dir: Path):
+    results = job_dir / "results.json"
+    if not results.is_file():
+        raise SystemExit(f"{job_dir}: no results.json — is this a medgrpo job directory?")
+    if not (job_dir / "adapter" / "adapter_config.json").is_file():
+        raise SystemExit(f"{job_dir}: no trained adapter (adapter/adapter_config.json); was training enabled?")
+    return OmegaConf.create(json.loads(results.read_text())["config"])
+
+
+def export_lora(job_dir: Path, out: Path) -> Path:
+    target = out / "lora"
+    shutil.copytree(job_dir / "adapter", target, dirs_exist_ok=True)
+    return target
+
+
+def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medgrpo.backends import resolve_model_path
+
+    cfg = _job_config(job_dir)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=getattr(torch, dtype),
+                                                trust_remote_code=cfg.model.trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(job_dir / "adapter")).merge_and_unload()
+    target = out / f"merged_{dtype}"
+    merged.save_pretrained(target)
+    AutoTokenizer.from_pretrained(job_dir / "adapter").save_pretrained(target)
+    return target
+
+
+def find_llama_cpp_converter() -> Path | None:
+    on_path = shutil.which("convert_hf_to_gguf.py")
+    if on_path:
+        return Path(on_path)
+    root = os.environ.get("LLAMA_CPP_DIR")
+    candidate = Path(root) / "convert_hf_to_gguf.py" if root else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def export_gguf(merged_dir: Path, out: Path, quantization: str = "q8_0") -> Path:
+    converter = find_llama_cpp_converter()
+    if converter is None:
+        raise SystemExit("GGUF export needs llama.cpp's convert_hf_to_gguf.py: clone llama.cpp, install its "
+                         "requirements, and set LLAMA_CPP_DIR=<its folder> (or put the script on PATH). "
+                         "The LoRA and merged exports are done.")
+    target = out / f"model-{quantization}.gguf"
+    subprocess.run([sys.executable, str(converter), str(merged_dir), "--outfile", str(target),
+                    "--outtype", quantization], check=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--formats", default="lora,merged", help=f"comma-separated, of {', '.join(FORMATS)}")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--out", type=Path, default=None, help="default: <job dir>/export")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        parser.error(f"--formats: unknown {unknown}; expected some of {list(FORMATS)}")
+    _job_config(args.job_dir)
+    out = args.out or args.job_dir / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    if "lora" in formats:
+        log.info("LoRA adapter -> %s", export_lora(args.job_dir, out))
+    merged_dir = None
+    if "merged" in formats or "gguf" in formats:
+        merged_dir = export_merged(args.job_dir, out, args.dtype)
+        log.info("Merged %s model -> %s", args.dtype, merged_dir)
+    if "gguf" in formats:
+        log.info("GGUF -> %s", export_gguf(merged_dir, out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Reward functions for TRL's GRPOTrainer, chosen and weighted by the `reward` config group.
+
+    funcs, weights = build_reward_functions(cfg.reward, prompt_format)   # validates; before any model loads
+    check_rewards_applicable(cfg.reward, train_set.column_names)        # after data prep, before training
+    GRPOConfig(reward_weights=weights, ...); GRPOTrainer(reward_funcs=funcs, ...)
+
+Config schema (conf/reward/*.yaml):
+    weights: {<reward>: <weight>, ...}   reward names from REWARDS; weights >= 0, not all 0. A weight of 0 keeps
+                                        the reward in TRL's logs (rewards/<name>/mean) without training on it.
+    params:  {<reward>: {<param>: <value>}}   optional keyword parameters of the reward functions below.
+
+Every reward is a small pure module-level function with TRL's signature
+fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]: TRL passes every dataset column
+(answer, answer_type, choices, ...) as a keyword list. None means "does not apply to this row" (TRL skips it).
+Completions may be strings or chat lists; malformed ones (empty, truncated, huge, lone surrogates) score 0.
+Correctness and answer validity come from medgrpo.grade, the grader the evaluation uses.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable
+
+from medgrpo.errors import ConfigError
+from medgrpo.grade import completion_text, extract, grade, is_valid_answer
+from medgrpo.prompting import ANSWER_CLOSE, ANSWER_OPEN, PromptFormat
+
+TAG_REWARD = 0.125
+FORMAT_REWARD = 0.5
+VALID_ANSWER_REWARD = 0.5
+TRAILING_TEXT_PENALTY = 0.001  # per character after </answer>, as in the recipe's xml count
+
+
+def xml_count(prompts, completions, completion_ids=None, *, think_tag: str = "reasoning", **columns) -> list[float]:
+    """0.125 for each of the four tags written once on its own line (the recipe's shaping reward), minus
+    0.001 per character after </answer>; never below 0. A completion cut off inside a tag scores 0."""
+    fmt = PromptFormat(system="", think_tag=think_tag)
+    tags = (f"{fmt.think_open}\n", f"\n{fmt.think_close}\n", f"\n{ANSWER_OPEN}\n", f"\n{ANSWER_CLOSE}")
+    rewards = []
+    for text in _texts(completions):
+        if _ends_inside_a_tag(text, (fmt.think_open, fmt.think_close, ANSWER_OPEN, ANSWER_CLOSE)):
+            rewards.append(0.0)
+            continue
+        score = TAG_REWARD * sum(text.count(tag) == 1 for tag in tags)
+        close_at = text.rfind(ANSWER_CLOSE)
+        if close_at >= 0:
+            score -= TRAILING_TEXT_PENALTY * len(text[close_at + len(ANSWER_CLOSE):].strip())
+        rewards.append(max(0.0, score))
+    return rewards
+
+
+def soft_format(prompts, completions, completion_ids=None, *, think_tag: str = "reasoning", **columns) -> list[float]:
+    """0.5 when the completion opens with one reasoning block followed by one answer block (text may follow)."""
+    return [FORMAT_REWARD if _layout_ok(text, think_tag, strict=False) else 0.0 for text in _texts(completions)]
+
+
+def strict_format(prompts, completions, completion_ids=None, *, think_tag: str = "reasoning", **columns
+                  ) -> list[float]:
+    """0.5 for exactly "<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>": each tag once, both blocks
+    non-empty, nothing after the answer."""
+    return [FORMAT_REWARD if _layout_ok(text, think_tag, strict=True) else 0.0 for text in _texts(completions)]
+
+
+def valid_answer(prompts, completions, completion_ids=None, *, answer_type=None, choices=None, **columns
+                 ) -> list[float | None]:
+    """0.5 when the answer block holds a possible label for the item: a number, yes/no/maybe, one of its option
+    letters. (The recipe's "is an integer" reward, which any text containing "a" passed for multiple choice.)"""
+    rows = []
+    for text, kind, options in zip(_texts(completions), *_columns(len(completions), answer_type, choices)):
+        if not kind:
+            rows.append(None)
+            continue
+        found = extract(text, kind, options or None)
+        rows.append(VALID_ANSWER_REWARD if is_valid_answer(found.extracted_strict, kind, options or None) else 0.0)
+    return rows
+
+
+def correctness(prompts, completions, completion_ids=None, *, answer=None, answer_type=None, choices=None,
+                full_credit: float = 2.0, partial_credit: float = 1.0, **columns) -> list[float | None]:
+    """full_credit for the right answer in the answer block (grade's correct_strict); partial_credit for the
+    right answer given outside the required format (lenient only); 0 for wrong, missing or hedged answers."""
+    rows = []
+    for text, gold, kind, options in zip(_texts(completions),
+                                         *_columns(len(completions), answer, answer_type, choices)):
+        if gold is None or gold == "" or not kind:
+            rows.append(None)
+            continue
+        graded = grade(text, gold, kind, options or None)
+        rows.append(full_credit if graded.correct_strict else partial_credit if graded.correct else 0.0)
+    return rows
+
+
+def overlong(prompts, completions, completion_ids=None, *, max_completion_length: int,
+             buffer_fraction: float = 0.25, penalty: float = 1.0, **columns) -> list[float]:
+    """DAPO's soft overlong punishment: 0 up to max_completion_length - buffer tokens, then falling linearly to
+    -penalty at max_completion_length (where generation is cut off), buffer = buffer_fraction * max."""
+    if completion_ids is None:
+        raise TypeError("overlong needs completion_ids (token ids per completion), which GRPOTrainer passes")
+    buffer = buffer_fraction * max_completion_length
+    safe_length = max_completion_length - buffer
+    rewards = []
+    for ids in completion_ids:
+        excess = len(ids) - safe_length
+        rewards.append(0.0 if excess <= 0 else -penalty * min(1.0, excess / buffer))
+    return rewards
+
+
+def repetition(prompts, completions, completion_ids=None, *, ngram_size: int = 3, max_penalty: float = -1.0,
+               **columns) -> list[float]:
+    """open-r1's n-gram repetition penalty: max_penalty * (1 - distinct n-grams / all n-grams) over lower-cased
+    words; 0 for texts shorter than one n-gram."""
+    rewards = []
+    for text in _texts(completions):
+        words = text.lower().split()
+        total = len(words) - ngram_size + 1
+        if total <= 0:
+            rewards.append(0.0)
+            continue
+        distinct = len(set(zip(*(words[offset:] for offset in range(ngram_size)))))
+        rewards.append(max_penalty * (total - distinct) / total if distinct < total else 0.0)
+    return rewards
+
+
+REWARDS: dict[str, Callable[..., list[float | None]]] = {
+    fn.__name__: fn for fn in (xml_count, soft_format, strict_format, valid_answer, correctness, overlong, repetition)
+}
+# Dataset columns a reward reads; check_rewards_applicable refuses a training set without them.
+REQUIRED_COLUMNS = {"valid_answer": ("answer_type",), "correctness": ("answer", "answer_type")}
+_COLUMN_PARAMS = ("answer", "answer_type", "choices")  # keyword parameters that TRL fills from dataset columns
+# Set from the prompt format, not from reward.params: the format rewards must check the tags the prompt asks for.
+_FROM_PROMPT = ("think_tag",)
+
+
+def build_reward_functions(reward_cfg, prompt_format: PromptFormat) -> tuple[list[Callable], list[float]]:
+    """The configured reward functions (each with its registry name as __name__) and their weights.
+
+    Raises ConfigError naming reward.weights.<name> / reward.params.<name>.<param> for anything invalid.
+    """
+    cfg = _plain(reward_cfg)
+    unknown = sorted(set(cfg) - {"weights", "params"})
+    if unknown:
+        raise ConfigError(f"reward.{unknown[0]}", "unknown key; a reward config has `weights` and `params`")
+    weights = _checked_weights(cfg.get("weights"))
+    params = cfg.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("reward.params", f"expected a mapping reward name -> parameters, got {params!r}")
+    for name, values in params.items():
+        if name not in REWARDS:
+            raise ConfigError(f"reward.params.{name}", f"unknown reward; known rewards: {', '.join(REWARDS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"reward.params.{name}", f"expected a mapping parameter -> value, got {values!r}")
+    funcs = [_bind(name, params.get(name) or {}, prompt_format) for name in weights]
+    return funcs, list(weights.values())
+
+
+def check_rewards_applicable(reward_cfg, dataset_columns: Iterable[str]) -> None:
+    """Refuse rewards that cannot be computed on the prepared training set (e.g. correctness without answers)."""
+    columns = set(dataset_columns)
+    for name in _plain(reward_cfg).get("weights") or {}:
+        missing = [column for column in REQUIRED_COLUMNS.get(name, ()) if column not in columns]
+        if missing:
+            raise ConfigError(f"reward.weights.{name}",
+                              f"needs dataset column(s) {missing}, but the training data has {sorted(columns)}; "
+                              f"train on data with gold answers or remove {name} from reward.weights")
+
+
+def _checked_weights(weights) -> dict[str, float]:
+    if not isinstance(weights, dict) or not weights:
+        raise ConfigError("reward.weights", f"expected a mapping reward name -> weight, e.g. {{correctness: 1.0}}; "
+                                            f"known rewards: {', '.join(REWARDS)}")
+    for name, weight in weights.items():
+        key = f"reward.weights.{name}"
+        if name not in REWARDS:
+            raise ConfigError(key, f"unknown reward; known rewards: {', '.join(REWARDS)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ConfigError(key, f"expected a finite number, got {weight!r}")
+        if weight < 0:
+            raise ConfigError(key, f"{weight} is negative: penalties (overlong, repetition) are negative rewards "
+                                   "already; use weight 0 to only log a reward")
+    if all(weight == 0 for weight in weights.values()):
+        raise ConfigError("reward.weights", "all weights are 0: GRPO would have no reward to learn from")
+    return {name: float(weight) for name, weight in weights.items()}
+
+
+def _bind(name: str, params: dict, prompt_format: PromptFormat) -> Callable:
+    """The reward function with its parameters fixed; a partial that keeps the function's name for TRL's logs."""
+    fn = REWARDS[name]
+    accepted = [p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind is p.KEYWORD_ONLY and p.name not in _COLUMN_PARAMS]
+    for param in params:
+        if param in _FROM_PROMPT:
+            raise ConfigError(f"reward.params.{name}.{param}", "comes from the prompt format: set prompt.think_tag")
+        if param not in accepted:
+            takes = [p for p in accepted if p not in _FROM_PROMPT]
+            raise ConfigError(f"reward.params.{name}.{param}",
+                              f"unknown parameter; {name} takes {takes or 'no parameters'}")
+    _check_values(name, params)
+    bound = dict(params)
+    if "think_tag" in accepted:
+        bound["think_tag"] = prompt_format.think_tag
+    return functools.update_wrapper(functools.partial(fn, **bound), fn)
+
+
+def _check_values(name: str, params: dict) -> None:
+    def fail(param: str, problem: str):
+        raise ConfigError(f"reward.params.{name}.{param}", problem)
+
+    def number(param: str, default: float) -> float:
+        value = params.get(param, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail(param, f"expected a number, got {value!r}")
+        return value
+
+    if name == "correctness":
+        full, partial = number("full_credit", 2.0), number("partial_credit", 1.0)
+        if not 0 <= partial <= full:
+            fail("partial_credit", f"expected 0 <= partial_credit <= full_credit ({full}), got {partial}")
+    elif name == "overlong":
+        length = params.get("max_completion_length")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            fail("max_completion_length", f"required: a positive integer equal to grpo.max_completion_length, "
+                                          f"got {length!r}")
+        fraction = number("buffer_fraction", 0.25)
+        if not 0 < fraction <= 1 or fraction * length < 1:
+            fail("buffer_fraction", f"expected a fraction in (0, 1] leaving a buffer of at least one token, "
+                                    f"got {fraction} of {length}")
+        if number("penalty", 1.0) < 0:
+            fail("penalty", "expected a number >= 0 (the reward at the limit is -penalty)")
+    elif name == "repetition":
+        size = params.get("ngram_size", 3)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            fail("ngram_size", f"expected a positive integer, got {size!r}")
+        if number("max_penalty", -1.0) > 0:
+            fail("max_penalty", "expected a number <= 0 (a penalty)")
+
+
+def _plain(reward_cfg) -> dict:
+    """A plain dict from a DictConfig (interpolations such as ${grpo.max_completion_length} resolved) or a dict."""
+    if isinstance(reward_cfg, dict):
+        return reward_cfg
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(reward_cfg, DictConfig):
+        try:
+            return OmegaConf.to_container(reward_cfg, resolve=True)
+        except Exception as error:  # an interpolation that does not resolve names its own key
+            raise ConfigError("reward", f"cannot resolve the reward config: {error}") from error
+    raise ConfigError("reward", f"expected a mapping with `weights`, got {type(reward_cfg).__name__}")
+
+
+def _ends_inside_a_tag(text: str, tags: tuple[str, ...]) -> bool:
+    """Whether the text stops in the middle of one of the tags ("...</reas"): a truncated completion."""
+    return any(text.endswith(tag[:cut]) for tag in tags for cut in range(2, len(tag)))
+
+
+def _layout_ok(text: str, think_tag: str, strict: bool) -> bool:
+    """Reasoning block, then (after whitespace only) the answer block, each tag exactly once.
+
+    strict adds the recipe's line layout: each tag on its own line, non-empty blocks, nothing after </answer>.
+    str.find/count only: linear on any input.
+    """
+    fmt = PromptFormat(system="", think_tag=think_tag)
+    text = text.strip()
+    tags = (fmt.think_open, fmt.think_close, ANSWER_OPEN, ANSWER_CLOSE)
+    if not text.startswith(fmt.think_open) or any(text.count(tag) != 1 for tag in tags):
+        return False
+    think_end, answer_start, answer_end = text.find(fmt.think_close), text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
+    between = text[think_end + len(fmt.think_close):answer_start]
+    if not think_end < answer_start < answer_end or between.strip():
+        return False
+    if not strict:
+        return True
+    reasoning = text[len(fmt.think_open):think_end]
+    answer = text[answer_start + len(ANSWER_OPEN):answer_end]
+    return (text.endswith(ANSWER_CLOSE) and "\n" in between
+            and all(block.startswith("\n") and block.endswith("\n") and block.strip() for block in (reasoning, answer)))
+
+
+def _texts(completions) -> list[str]:
+    return [completion_text(completion) for completion in completions]
+
+
+def _columns(count: int, *columns) -> list[list]:
+    """Dataset columns as lists of the batch's length; a column the dataset lacks reads as None per row."""
+    return [list(column) if column is not None else [None] * count for column in columns]

@@ -1,0 +1,26 @@
+"""Run the real entrypoint in a subprocess, as a user would (shared by the slow integration tests)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_entrypoint(*overrides: str, cache: Path, env: dict | None = None, timeout: int = 300,
+                   prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    command = [*(prefix or [sys.executable]), str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
+    environment = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
+                   **(env or {})}
+    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def read_results(job_dir: Path) -> dict:
+    return json.loads((job_dir / "results.json").read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

@@ -1,0 +1,248 @@
+"""Ablation tables from synthetic sweep dirs laid out as Hydra writes them, and from a real Optuna sqlite study."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medgrpo.analysis.jobs import find_newest_sweep, wandb_row
+from medgrpo.analysis.report import build_report, main
+from medgrpo.analysis.study import load_study_summary
+from medgrpo.analysis.table import aggregate, t_quantile_975
+
+SWEEP_NAME = "2026-11-22_10-00-00"
+T1 = 12.706  # t(0.975, df=1): two seeds per setting
+
+
+def write_job(sweep: Path, num: int, overrides: list[str], accuracy: float | None = None,
+              error: str | None = None, ci: tuple[float, float] | None = None) -> Path:
+    """A job dir as src/run.py leaves it: .hydra/overrides.yaml always, results.json unless accuracy and error
+    are both None (the job crashed hard or is still running)."""
+    job = sweep / f"{num}_{','.join(sorted(overrides))}"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if accuracy is None and error is None:
+        return job
+    parsed = dict(item.split("=", 1) for item in overrides)
+    results = {"status": "failed" if error else "ok", "overrides": overrides, "seed": int(parsed.get("seed", 42)),
+               "config": {"seed": int(parsed.get("seed", 42)), "lora": {"rank": int(parsed.get("lora.rank", 64))}},
+               "metrics": {}, "timings": {"total_s": 12.3}, "data": {"eval": {"pubmedqa": {"rows": 100}}}}
+    if error:
+        results["error"] = error
+    else:
+        low, high = ci or (accuracy - 0.1, accuracy + 0.1)
+        results["metrics"] = {
+            "eval/pubmedqa/accuracy": accuracy, "eval/pubmedqa/accuracy_ci_low": low,
+            "eval/pubmedqa/accuracy_ci_high": high, "eval/pubmedqa/accuracy_strict": accuracy - 0.05,
+            "eval/pubmedqa/format_rate": 0.9, "eval/pubmedqa/majority_baseline": 0.552,
+            "eval/pubmedqa/mean_completion_tokens": 300.0 + 100 * accuracy, "eval/pubmedqa/n_items": 100.0,
+            "eval/gsm8k/accuracy": accuracy / 2, "eval/gsm8k/majority_baseline": 0.02,
+            "eval/gsm8k/accuracy_ci_low": None, "train/reward": 1.5, "train/loss": 0.01,
+        }
+    (job / "results.json").write_text(json.dumps(results))
+    return job
+
+
+# PubMedQA accuracy per (lora.rank, reward, seed); None: failed (seed 2 of 32/recipe) or missing (64/recipe).
+GRID = {("32", "weighted"): [0.60, 0.64], ("32", "recipe"): [0.55, "failed"],
+        ("64", "weighted"): [0.70, 0.74], ("64", "recipe"): [0.58, "missing"]}
+
+
+@pytest.fixture
+def grid_sweep(tmp_path) -> Path:
+    """`-m lora.rank=32,64 reward=weighted,recipe seed=1,2`: 8 jobs in Hydra's order, one failed, one missing."""
+    sweep = tmp_path / "multirun" / "grpo" / SWEEP_NAME
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {"task": ["lora.rank=32,64", "reward=weighted,recipe", "seed=1,2"]}}}))
+    jobs = itertools.product(["32", "64"], ["weighted", "recipe"], [1, 2])
+    for num, (rank, reward, seed) in enumerate(jobs):
+        outcome = GRID[(rank, reward)][seed - 1]
+        overrides = [f"lora.rank={rank}", f"reward={reward}", f"seed={seed}"]
+        if outcome == "failed":
+            write_job(sweep, num, overrides, error="RuntimeError: CUDA out of memory. Tried to allocate 2.0 GiB")
+        elif outcome == "missing":
+            write_job(sweep, num, overrides)
+        else:
+            write_job(sweep, num, overrides, outcome, ci=(0.45, 0.65) if (rank, reward) == ("32", "recipe") else None)
+    return sweep
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as file:
+        return {row["setting"]: row for row in csv.DictReader(file)}
+
+
+def test_grid_sweep_table_numbers_failures_and_files(grid_sweep, capsys):
+    assert main(["--sweep", str(grid_sweep)]) == 0
+    stdout = capsys.readouterr().out
+    assert "| **baseline** lora.rank=32, reward=weighted | 2 |" in stdout
+
+    rows = read_csv(grid_sweep / "ablation" / "ablation.csv")
+    assert list(rows) == ["lora.rank=32, reward=weighted", "lora.rank=32, reward=recipe",
+                          "lora.rank=64, reward=weighted", "lora.rank=64, reward=recipe"]
+    acc = "eval/pubmedqa/accuracy"
+    base = rows["lora.rank=32, reward=weighted"]
+    half = T1 * math.sqrt(((0.60 - 0.62) ** 2 + (0.64 - 0.62) ** 2) / 1) / math.sqrt(2)  # t * sd / sqrt(n)
+    assert float(base[acc]) == pytest.approx(0.62)
+    assert float(base[f"{acc}_ci_low"]) == pytest.approx(0.62 - half)
+    assert float(base[f"{acc}_ci_high"]) == pytest.approx(0.62 + half)
+    assert (base[f"{acc}_n"], base["n_ok"], base["seeds"], base["baseline"]) == ("2", "2", "1 2", "True")
+    assert float(base[f"{acc}_delta"]) == pytest.approx(0.0)
+    assert float(rows["lora.rank=64, reward=weighted"][f"{acc}_delta"]) == pytest.approx(0.10)
+    assert float(rows["lora.rank=64, reward=weighted"]["eval/gsm8k/accuracy"]) == pytest.approx(0.36)
+    assert float(base["eval/pubmedqa/majority_baseline"]) == pytest.approx(0.552)
+
+    failed = rows["lora.rank=32, reward=recipe"]  # one seed left: its own eval CI stands in
+    assert (failed["status"], failed["n_ok"], failed["n_failed"], failed[f"{acc}_n"]) == ("partial", "1", "1", "1")
+    assert (float(failed[f"{acc}_ci_low"]), float(failed[f"{acc}_ci_high"])) == (0.45, 0.65)
+    assert "CUDA out of memory" in failed["problems"]
+    missing = rows["lora.rank=64, reward=recipe"]
+    assert (missing["n_missing"], float(missing[f"{acc}_delta"])) == ("1", pytest.approx(-0.04))
+
+    assert "0.550 [0.450, 0.650]†" in stdout and "1 missing (no result" in stdout
+    assert "pubmedqa majority" in stdout and "0.552" in stdout
+    written = sorted(p.name for p in (grid_sweep / "ablation").iterdir())
+    assert written == ["ablation.csv", "ablation.md", "ablation_jobs.csv", "eval_gsm8k_accuracy.png",
+                       "eval_pubmedqa_accuracy.png", "eval_pubmedqa_format_rate.png",
+                       "eval_pubmedqa_mean_completion_tokens.png"]
+    for path in (grid_sweep / "ablation").iterdir():
+        assert path.stat().st_size > 100, path
+    assert (grid_sweep / "ablation" / "eval_pubmedqa_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_baseline_and_metrics_options(grid_sweep, capsys):
+    code = main(["--sweep", str(grid_sweep), "--baseline", "lora.rank=64,reward=weighted",
+                 "--metrics", "eval/pubmedqa/accuracy,train/reward"])
+    assert code == 0
+    rows = read_csv(grid_sweep / "ablation" / "ablation.csv")
+    assert float(rows["lora.rank=32, reward=weighted"]["eval/pubmedqa/accuracy_delta"]) == pytest.approx(-0.10)
+    assert "train/reward" in rows["lora.rank=32, reward=weighted"]
+    assert "eval/gsm8k/accuracy" not in rows["lora.rank=32, reward=weighted"]
+
+    assert main(["--sweep", str(grid_sweep), "--baseline", "lora.rank=16"]) == 2
+    assert "matches 0 settings" in capsys.readouterr().err
+    assert main(["--sweep", str(grid_sweep), "--baseline", "grpo.beta=0.1"]) == 2
+    assert "not swept" in capsys.readouterr().err
+
+
+def test_no_results_and_no_dir_are_one_line_errors(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "grpo" / SWEEP_NAME
+    write_job(sweep, 0, ["lora.rank=32"])
+    write_job(sweep, 1, ["lora.rank=64"])
+    assert main(["--sweep", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no results.json" in err and "2 job dir(s)" in err
+
+    assert main(["--sweep", str(tmp_path / "nope")]) == 2
+    assert "no such sweep directory" in capsys.readouterr().err
+    assert main(["--sweep", str(tmp_path)]) == 2
+    assert "has no job dirs" in capsys.readouterr().err
+    assert main(["--multirun-root", str(tmp_path / "empty")]) == 2
+    assert "no sweep with job dirs" in capsys.readouterr().err
+
+
+def test_newest_sweep_is_the_default(tmp_path):
+    root = tmp_path / "multirun"
+    write_job(root / "grpo" / "2026-11-20_09-00-00", 0, ["seed=1"], 0.5)
+    write_job(root / "eval" / "2026-11-22_10-00-00", 0, ["seed=1"], 0.5)
+    (root / "grpo" / "2026-11-23_00-00-00").mkdir(parents=True)  # a sweep that launched no job yet
+    assert find_newest_sweep(root) == root / "eval" / "2026-11-22_10-00-00"
+
+
+def test_wandb_rows_feed_the_same_table(tmp_path):
+    """W&B runs as the public API returns them (name, config, summary, state), written here as plain dicts."""
+    table_ref = {"_type": "table-file", "path": "media/table.json"}
+    rows = [
+        wandb_row("lora.rank=32,seed=1", {"seed": 1}, {"eval/pubmedqa/accuracy": 0.6, "completions": table_ref},
+                  "finished"),
+        wandb_row("lora.rank=32,seed=2", {"seed": 2}, {"eval/pubmedqa/accuracy": 0.7}, "finished"),
+        wandb_row("lora.rank=64,seed=1", {"seed": 1}, {"train/loss": 0.3}, "failed"),
+        wandb_row("lora.rank=64,seed=2", {"seed": 2}, {}, "crashed"),
+        wandb_row("lora.rank=128,seed=1", {"seed": 1}, {}, "running"),
+    ]
+    table = aggregate(rows, ["eval/pubmedqa/accuracy"])
+    rank32, rank64, rank128 = table.settings
+    stat = rank32.stats["eval/pubmedqa/accuracy"]
+    assert (stat.mean, stat.n, stat.ci_source) == (pytest.approx(0.65), 2, "seeds")
+    assert stat.ci_high - stat.mean == pytest.approx(T1 * 0.1 / 2)  # sd of {0.6, 0.7} / sqrt(2) = 0.05
+    assert (rank64.status, rank64.problems) == ("failed", "2 failed (W&B run failed; W&B run crashed)")
+    assert rank128.status == "missing"
+
+    text, files = build_report(rows, tmp_path / "out", "W&B group g")
+    assert "| lora.rank=64 | 0 | failed | — |" in text
+    assert all(path.stat().st_size > 0 for path in files)
+
+
+def test_t_quantiles():
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
+    assert t_quantile_975(40) == pytest.approx(2.0211, abs=2e-4)
+    assert t_quantile_975(120) == pytest.approx(1.9799, abs=2e-4)
+
+
+def make_study(db: Path, name: str, n_trials: int, fail_at: int):
+    """A real sqlite Optuna study whose trial `fail_at` raises (state FAIL), like a failed sweep job."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name=name, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial):
+        lr = trial.suggest_float("grpo.learning_rate", 1e-6, 1e-4, log=True)
+        rank = trial.suggest_categorical("lora.rank", [16, 32, 64])
+        if trial.number == fail_at:
+            raise ValueError("objective 'eval/pubmedqa/accuracy' is None after the run")
+        return 0.5 + 0.001 * rank + 100 * lr
+
+    study.optimize(objective, n_trials=n_trials, catch=(ValueError,))
+    return study
+
+
+@pytest.mark.parametrize("sweeper_in", ["multirun.yaml", "job hydra.yaml"])
+def test_optuna_sweep_history_importances_and_fail_count(tmp_path, capsys, sweeper_in):
+    sweep = tmp_path / "multirun" / "grpo" / SWEEP_NAME
+    sweep.mkdir(parents=True)
+    study = make_study(sweep / "optuna.db", "pubmedqa", n_trials=4, fail_at=2)
+    for trial in study.trials:
+        overrides = [f"{k}={v}" for k, v in trial.params.items()]
+        if trial.state.name == "FAIL":
+            write_job(sweep, trial.number, overrides, error="ValueError: objective is None after the run")
+        else:
+            write_job(sweep, trial.number, overrides, trial.value)
+    sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+               "storage": "sqlite:///${hydra.sweep.dir}/optuna.db", "study_name": "pubmedqa",
+               "direction": "maximize"}
+    if sweeper_in == "multirun.yaml":
+        config_path = sweep / "multirun.yaml"
+    else:  # what the Optuna sweeper really leaves: no multirun.yaml, the sweeper config in each job's .hydra/
+        sweeper["storage"] = f"sqlite:///{sweep / 'optuna.db'}"
+        config_path = next(sweep.glob("0_*")) / ".hydra" / "hydra.yaml"
+    config_path.write_text(yaml.safe_dump({"hydra": {"sweeper": sweeper}}))
+
+    assert main(["--sweep", str(sweep)]) == 0
+    stdout = capsys.readouterr().out
+    assert "## Optuna study `pubmedqa`" in stdout
+    assert "COMPLETE: 3, FAIL: 1" in stdout and "Parameter importances:" in stdout
+    out = sweep / "ablation"
+    for name in ("optuna_history.png", "optuna_importances.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    rows = read_csv(out / "ablation.csv")
+    assert len(rows) == 4 and sum(row["status"] == "failed" for row in rows.values()) == 1
+
+
+def test_optuna_study_missing_parts_are_explained(tmp_path):
+    make_study(tmp_path / "small.db", "small", n_trials=2, fail_at=1)
+    small = load_study_summary(tmp_path, {"storage": f"sqlite:///{tmp_path / 'small.db'}", "study_name": "small"})
+    assert small.state_counts == {"COMPLETE": 1, "FAIL": 1}
+    assert small.importances == [] and "need >= 2 completed trials" in small.importance_note
+
+    gone = load_study_summary(tmp_path, {"storage": f"sqlite:///{tmp_path / 'moved.db'}", "study_name": "x"})
+    assert "storage file not found" in gone.error and not (tmp_path / "moved.db").exists()
+    in_memory = load_study_summary(tmp_path, {"storage": None, "study_name": "x"})
+    assert "in memory only" in in_memory.error

@@ -1,0 +1,79 @@
+"""The real entrypoint on the tiny model, in subprocesses: one run, evaluation-only, budget forcing, bad input."""
+from __future__ import annotations
+
+import pytest
+
+from tests._run import read_jsonl, read_results, run_entrypoint
+
+pytestmark = pytest.mark.slow
+
+PREDICTION_KEYS = {"id", "prompt", "completion", "extracted", "answer", "correct", "completion_tokens",
+                   "thinking_tokens", "waits"}
+
+
+@pytest.fixture(scope="module")
+def trained_job(tmp_path_factory, model_cache):
+    job = tmp_path_factory.mktemp("job")
+    result = run_entrypoint("preset=tiny", "grpo.max_steps=4", f"hydra.run.dir={job}", cache=model_cache.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return job
+
+
+def test_a_tiny_run_writes_results_predictions_and_adapter(trained_job):
+    results = read_results(trained_job)
+    assert results["status"] == "ok"
+    assert results["seed"] == 42 and "preset=tiny" in results["overrides"]
+    metrics = results["metrics"]
+    eval_sets = sorted({key.split("/")[1] for key in metrics if key.startswith("eval/")})
+    assert eval_sets, "no eval metrics"
+    for name in eval_sets:
+        for metric in ("accuracy", "accuracy_strict", "format_rate", "majority_baseline", "accuracy_ci_low",
+                       "mean_completion_tokens", "mean_thinking_tokens", "truncation_rate"):
+            assert f"eval/{name}/{metric}" in metrics
+        rows = read_jsonl(trained_job / "predictions" / f"{name}.jsonl")
+        assert len(rows) == metrics[f"eval/{name}/n_items"]
+        assert all(PREDICTION_KEYS <= set(row) for row in rows)
+    assert metrics["train/steps"] == 4
+    assert (trained_job / "adapter" / "adapter_config.json").is_file()
+    assert results["timings"]["train_s"] > 0 and results["config"]["model"]["builder"] == "tiny"
+    assert list((trained_job / "wandb").glob("offline-run-*")), "no offline W&B run in the job dir"
+
+
+def test_evaluating_the_saved_adapter_reproduces_the_predictions(trained_job, tmp_path, model_cache):
+    result = run_entrypoint("preset=tiny", "train.enabled=false", f"eval.adapter_path={trained_job / 'adapter'}",
+                            f"hydra.run.dir={tmp_path}", cache=model_cache.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for path in (trained_job / "predictions").glob("*.jsonl"):
+        again = read_jsonl(tmp_path / "predictions" / path.name)
+        assert [r["completion"] for r in again] == [r["completion"] for r in read_jsonl(path)]
+
+
+def test_budget_cap_bounds_thinking_tokens(tmp_path, model_cache):
+    result = run_entrypoint("preset=tiny", "train.enabled=false", "budget=cap", "budget.max_thinking_tokens=16",
+                            "budget.max_answer_tokens=8", f"hydra.run.dir={tmp_path}", cache=model_cache.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = read_results(tmp_path)["metrics"]
+    files = list((tmp_path / "predictions").glob("*.jsonl"))
+    assert files
+    for path in files:
+        rows = read_jsonl(path)
+        assert rows and max(r["thinking_tokens"] for r in rows) <= 16
+        # the random model never closes its thinking: every completion was capped and forced to answer
+        assert all(r["completion_tokens"] <= 16 + 16 + 8 for r in rows)
+        assert metrics[f"eval/{path.stem}/mean_thinking_tokens"] <= 16
+
+
+@pytest.mark.parametrize("override, key", [
+    ("grpo.num_generations=3", "grpo.num_generations"),
+    ("lora.rank=0", "lora.rank"),
+    ("grpo.max_completion_length=-5", "grpo.max_completion_length"),
+    ("+grpo.not_a_field=1", "grpo.not_a_field"),
+    ("budget=cap budget.max_thinking_tokens=0", "budget.max_thinking_tokens"),
+])
+def test_bad_config_fails_before_any_model_loads(override, key, tmp_path, model_cache):
+    result = run_entrypoint("preset=tiny", *override.split(), f"hydra.run.dir={tmp_path}", cache=model_cache.parent,
+                            timeout=120)
+    assert result.returncode != 0
+    results = read_results(tmp_path)
+    assert results["status"] == "failed" and f"'{key}'" in results["error"]
+    assert "model_load_s" not in results["timings"] and not (tmp_path / "adapter").exists()
