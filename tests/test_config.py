@@ -2,24 +2,14 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
 
-from medgrpo.config import check_output_dir, validate
+from medgrpo.config import check_output_dir, compose_config, validate
 from medgrpo.errors import ConfigError
 from tests.conftest import ROOT
 
 
-def make_config(*overrides: str, output_dir) -> OmegaConf:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def test_default_config_is_the_recipe(tmp_path):
-    cfg = make_config(output_dir=tmp_path)
+    cfg = compose_config(output_dir=tmp_path)
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct"
     assert (cfg.lora.rank, cfg.lora.load_in_4bit) == (64, True)
     grpo = cfg.grpo
@@ -31,10 +21,10 @@ def test_default_config_is_the_recipe(tmp_path):
 
 
 def test_tiny_preset_selects_cpu_sized_groups_and_command_line_wins(tmp_path):
-    cfg = make_config("preset=tiny", "grpo.max_steps=20", output_dir=tmp_path)
+    cfg = compose_config("preset=tiny", "grpo.max_steps=20", output_dir=tmp_path)
     assert cfg.model.builder == "tiny" and cfg.backend.name == "hf" and not cfg.lora.load_in_4bit
     assert cfg.grpo.max_steps == 20 and cfg.grpo.optim == "adamw_torch"
-    assert make_config("preset=tiny", "lora=r64", output_dir=tmp_path).lora.rank == 64
+    assert compose_config("preset=tiny", "lora=r64", output_dir=tmp_path).lora.rank == 64
     validate(cfg)
 
 
@@ -43,7 +33,7 @@ def test_every_option_of_a_group_composes(group, tmp_path):
     options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
     assert options
     for option in options:
-        make_config("preset=tiny", f"{group}={option}", output_dir=tmp_path)
+        compose_config("preset=tiny", f"{group}={option}", output_dir=tmp_path)
 
 
 @pytest.mark.parametrize("override, key, expected", [
@@ -62,7 +52,7 @@ def test_every_option_of_a_group_composes(group, tmp_path):
     ("train.enabled=false eval.after_training=false", "train.enabled", "evaluation must be on"),
 ])
 def test_bad_values_name_the_key(override, key, expected, tmp_path):
-    cfg = make_config("preset=tiny", *override.split(), output_dir=tmp_path)
+    cfg = compose_config("preset=tiny", *override.split(), output_dir=tmp_path)
     with pytest.raises(ConfigError, match=expected) as error:
         validate(cfg)
     assert error.value.key == key

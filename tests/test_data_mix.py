@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import Dataset
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from medgrpo.data import FEATURES, check_leakage, prepare_eval, prepare_train, validate_data_config
 from medgrpo.data.mix import balanced_order, mix_sources, rows_needed
@@ -32,7 +33,7 @@ def data_cfg(name: str = "samples", overrides=(), full: bool = False):
         return compose(config_name=f"data/{name}", overrides=list(overrides)).data
 
 
-def pool(name: str, n: int, labels=("yes",)) -> "Dataset":  # noqa: F821
+def pool(name: str, n: int, labels=("yes",)) -> Dataset:
     columns = {"id": [f"{name}:{i}" for i in range(n)], "source": [name] * n, "question": [f"{name} q{i}" for i in range(n)],
                "answer": [labels[i % len(labels)] for i in range(n)], "answer_type": ["yesno"] * n, "choices": [[]] * n}
     prompts = [[{"role": "user", "content": q}] for q in columns["question"]]

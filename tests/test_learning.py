@@ -7,8 +7,8 @@ from datasets import Dataset
 from omegaconf import open_dict
 
 from medgrpo.backends import load_policy
+from medgrpo.config import compose_config
 from medgrpo.train import train
-from tests.test_config import make_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def digit_fraction(prompts, completions, **columns):
 
 
 def train_tiny(tmp_path, model_cache, learning_rate: float) -> dict:
-    cfg = make_config("preset=tiny", "grpo.max_steps=30", f"grpo.learning_rate={learning_rate}", "seed=0",
+    cfg = compose_config("preset=tiny", "grpo.max_steps=30", f"grpo.learning_rate={learning_rate}", "seed=0",
                       output_dir=tmp_path)
     with open_dict(cfg):
         cfg.model.name_or_path = str(model_cache)

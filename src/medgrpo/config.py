@@ -25,6 +25,22 @@ def _dirname_suffix(override_dirname: str) -> str:
 if not OmegaConf.has_resolver("medgrpo.dirname_suffix"):
     OmegaConf.register_new_resolver("medgrpo.dirname_suffix", _dirname_suffix)
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_config(*overrides: str, output_dir: str | Path) -> DictConfig:
+    """The job config for `overrides`, as `python src/run.py` composes it (for tests, benchmarks, notebooks).
+    The Hydra output dir does not exist outside a run, so the caller names the job's output dir."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
 BACKENDS = ("auto", "hf", "unsloth")
 BUDGET_MODES = ("off", "cap", "extend")
 EVAL_ENGINES = ("auto", "hf", "vllm")

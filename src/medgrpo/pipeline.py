@@ -67,7 +67,8 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         "seed": cfg.seed,
         "config": resolved,
         "metrics": {},
-        "host": {"python": platform.python_version(), "machine": platform.machine()},
+        "host": {"python": platform.python_version(), "machine": platform.machine(),
+                 "processes": int(os.environ.get("WORLD_SIZE", "1"))},
     }
     timings: dict[str, float] = {}
     tracker = None

@@ -13,9 +13,10 @@ import codecs
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from medgrpo.errors import DataError
 
@@ -76,7 +77,7 @@ def _arrow_part(table, part: str, origin: str, unit: str) -> RawPart:
 
 def _records_part(records: list, part: str, origin: str, locate: Callable[[int], str]) -> RawPart:
     columns: dict[str, None] = {}
-    for r in records[:1000]:
+    for r in records:  # every key any record has; rows lacking one get MISSING and are reported by row
         columns.update(dict.fromkeys(r))
     return RawPart(part=part, origin=origin, columns=list(columns), num_rows=len(records),
                    column=lambda c: [r.get(c, MISSING) for r in records], locate=locate)

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from medgrpo.errors import ConfigError, DataError
+from medgrpo.errors import ConfigError
 
 ANSWER_TYPES = ("numeric", "yesno", "choice")
 ROLES = ("train", "eval")
@@ -293,7 +293,3 @@ def validate_data_config(data_cfg) -> DataPlan:
         cache=bool(data_cfg.get("cache", True)), cache_dir=cache_dir,
     )
 
-
-def check_file_readable(path: Path, source: str) -> None:
-    if not path.is_file():
-        raise DataError(f"source '{source}': file {path} does not exist")

@@ -1,0 +1,41 @@
+"""`make bench`: run every benchmarks/bench_*.py with its defaults; each writes benchmarks/results/<name>.json.
+
+    python benchmarks/run_all.py [--only grade,eval]
+
+Prints one line per benchmark and exits non-zero if any of them failed. Benchmarks check performance targets;
+tests never time anything.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=None, help="comma-separated names, e.g. grade,overhead")
+    args = parser.parse_args()
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if args.only:
+        wanted = set(args.only.split(","))
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in wanted]
+    failed = []
+    for script in scripts:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, str(script)], cwd=HERE.parent, capture_output=True, text=True)
+        status = "ok" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
+        print(f"{script.stem:20s} {status:20s} {time.perf_counter() - start:7.1f} s")
+        if done.returncode != 0:
+            failed.append(script.stem)
+            print(done.stderr[-3000:], file=sys.stderr)
+    print(f"results in {HERE / 'results'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
