@@ -12,10 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_entrypoint(*overrides: str, cache: Path, env: dict | None = None, timeout: int = 300,
                    prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`python src/run.py <overrides>` (or `<prefix> src/run.py ...`, e.g. accelerate launch), W&B offline."""
     command = [*(prefix or [sys.executable]), str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
     environment = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
                    **(env or {})}
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` from the repository root, offline."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
 def read_results(job_dir: Path) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests._run import read_jsonl, read_results, run_entrypoint
+from tests._run import read_jsonl, read_results, run_entrypoint, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +14,9 @@ PREDICTION_KEYS = {"id", "prompt", "completion", "extracted", "answer", "correct
 @pytest.fixture(scope="module")
 def trained_job(tmp_path_factory, model_cache):
     job = tmp_path_factory.mktemp("job")
-    result = run_entrypoint("preset=tiny", "grpo.max_steps=4", f"hydra.run.dir={job}", cache=model_cache.parent)
+    result = run_entrypoint("preset=tiny", "grpo.max_steps=4", "eval.before_training=true",
+                            "eval.during_training_steps=2", "eval.during_training_limit=2", f"hydra.run.dir={job}",
+                            cache=model_cache.parent)
     assert result.returncode == 0, result.stderr[-4000:]
     return job
 
@@ -37,6 +39,15 @@ def test_a_tiny_run_writes_results_predictions_and_adapter(trained_job):
     assert (trained_job / "adapter" / "adapter_config.json").is_file()
     assert results["timings"]["train_s"] > 0 and results["config"]["model"]["builder"] == "tiny"
     assert list((trained_job / "wandb").glob("offline-run-*")), "no offline W&B run in the job dir"
+
+
+def test_the_same_harness_evaluates_before_during_and_after_training(trained_job):
+    results = read_results(trained_job)
+    metrics = results["metrics"]
+    assert {"eval_base/pubmedqa/accuracy", "eval/pubmedqa/accuracy"} <= set(metrics)
+    assert (trained_job / "predictions_base" / "pubmedqa.jsonl").is_file()
+    assert [entry["step"] for entry in results["eval_during"]] == [2, 4]
+    assert all(entry["eval_during/pubmedqa/n_items"] == 2 for entry in results["eval_during"])
 
 
 def test_evaluating_the_saved_adapter_reproduces_the_predictions(trained_job, tmp_path, model_cache):
@@ -77,3 +88,24 @@ def test_bad_config_fails_before_any_model_loads(override, key, tmp_path, model_
     results = read_results(tmp_path)
     assert results["status"] == "failed" and f"'{key}'" in results["error"]
     assert "model_load_s" not in results["timings"] and not (tmp_path / "adapter").exists()
+
+
+def test_export_round_trips_merged_predictions_equal_the_adapters(trained_job, tmp_path, model_cache):
+    export = run_module("medgrpo.export", str(trained_job), "--formats", "lora,merged", "--dtype", "float32",
+                        "--out", str(tmp_path / "export"))
+    assert export.returncode == 0, export.stderr[-3000:]
+    merged = tmp_path / "export" / "merged_float32"
+    assert (tmp_path / "export" / "lora" / "adapter_config.json").is_file() and (merged / "config.json").is_file()
+    job = tmp_path / "merged_eval"
+    result = run_entrypoint("preset=tiny", "train.enabled=false", "model.builder=null",
+                            f"model.name_or_path={merged}", f"hydra.run.dir={job}", cache=model_cache.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for path in (trained_job / "predictions").glob("*.jsonl"):
+        assert [r["completion"] for r in read_jsonl(job / "predictions" / path.name)] == \
+            [r["completion"] for r in read_jsonl(path)]
+
+
+def test_gguf_export_without_llama_cpp_says_what_to_install(trained_job, tmp_path):
+    export = run_module("medgrpo.export", str(trained_job), "--formats", "gguf", "--dtype", "float32",
+                        "--out", str(tmp_path / "export"), env={"LLAMA_CPP_DIR": str(tmp_path / "missing")})
+    assert export.returncode != 0 and "LLAMA_CPP_DIR" in export.stderr

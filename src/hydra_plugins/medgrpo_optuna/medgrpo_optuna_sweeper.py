@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 
 
 def storage_url(storage: Optional[str], sweep_dir: str) -> str:
-    """The study's storage: <sweep dir>/optuna.db when none is given; relative SQLite paths made absolute."""
+    """The study's storage: <sweep dir>/optuna.db when none is given; SQLite paths made absolute, folder created."""
     prefix = "sqlite:///"
     if not storage:
         storage = prefix + str(Path(sweep_dir) / "optuna.db")
-    if not storage.startswith(prefix) or storage.startswith(prefix + "/"):
+    if not storage.startswith(prefix):
         return storage
     path = Path(storage[len(prefix):]).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the sweep dir does not exist before the first job
     return prefix + str(path)
 
 

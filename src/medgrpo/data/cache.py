@@ -21,7 +21,7 @@ from pathlib import Path
 
 import xxhash
 from datasets import Dataset, DatasetDict, load_from_disk
-from datasets.utils import tqdm as hf_tqdm
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -68,9 +68,9 @@ def load_cached(cache_dir: Path, key: str):
 def store(cache_dir: Path, key: str, data: Dataset | DatasetDict, report: dict) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
-    quiet = not hf_tqdm.are_progress_bars_disabled()
+    quiet = not are_progress_bars_disabled()
     if quiet:  # one "Saving the dataset" bar per eval set only clutters the job log
-        hf_tqdm.disable_progress_bars()
+        disable_progress_bars()
     try:
         data.save_to_disk(str(staging / "data"))
         (staging / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -80,5 +80,5 @@ def store(cache_dir: Path, key: str, data: Dataset | DatasetDict, report: dict) 
             raise
     finally:
         if quiet:
-            hf_tqdm.enable_progress_bars()
+            enable_progress_bars()
         shutil.rmtree(staging, ignore_errors=True)
