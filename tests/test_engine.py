@@ -40,3 +40,11 @@ def test_stop_string_ends_generation_after_the_string(tiny_model, tiny_tokenizer
     stopped = engine.generate(sequences, 24, [stop], Sampling())
     text = tiny_tokenizer.decode(stopped[0].tokens)
     assert text.endswith(stop) and text.count(stop) == 1 and not stopped[0].ended
+
+
+def test_generation_restores_the_training_mode(tiny_model, tiny_tokenizer):
+    # During training TRL files its logs under "train" only while the model is in training mode.
+    tiny_model.train()
+    HFEngine(tiny_model, tiny_tokenizer, batch_size=4).generate(prompts(tiny_tokenizer)[:1], 2, [], Sampling())
+    assert tiny_model.training
+    tiny_model.eval()

@@ -49,7 +49,6 @@ def summarize_log_history(history: list[dict]) -> dict[str, float]:
         window = max(1, len(step_logs) // 4)
         metrics["train/reward_first_window"] = sum(e["reward"] for e in step_logs[:window]) / window
         metrics["train/reward_last_window"] = sum(e["reward"] for e in step_logs[-window:]) / window
-        metrics["train/steps"] = float(step_logs[-1].get("step", len(step_logs)))
     return metrics
 
 
@@ -85,6 +84,7 @@ def train(
         for entry in history:
             handle.write(json.dumps(entry) + "\n")
     metrics = summarize_log_history(history)
+    metrics["train/steps"] = float(trainer.state.global_step)
     zero_std = metrics.get("train/frac_reward_zero_std")
     if zero_std is not None and zero_std > 0.9:
         log.warning("%.0f%% of prompt groups had identical rewards: GRPO gets no signal from them "

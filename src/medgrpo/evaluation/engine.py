@@ -52,6 +52,7 @@ class HFEngine:
         results: list[Generated | None] = [None] * len(sequences)
         pad_id = self.tokenizer.pad_token_id
         device = next(self.model.parameters()).device
+        was_training = self.model.training  # during training, TRL reads the mode to file its logs under train
         self.model.eval()
         batches = range(0, len(order), self.batch_size)
         for start in tqdm(batches, desc="generate", disable=not self.progress or len(batches) < 2, leave=False):
@@ -77,6 +78,7 @@ class HFEngine:
             )
             for r, i in enumerate(rows):
                 results[i] = self._trim(output[r, width:].tolist())
+        self.model.train(was_training)
         return results
 
     def _trim(self, new_tokens: list[int]) -> Generated:
