@@ -57,7 +57,7 @@ def ours(cfg, dataset, reward_funcs, reward_weights, out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config("preset=tiny", f"grpo.max_steps={args.steps}", "grpo.logging_steps=1000000",

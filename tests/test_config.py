@@ -47,6 +47,7 @@ def test_every_option_of_a_group_composes(group, tmp_path):
     ("budget=cap budget.max_thinking_tokens=0", "budget.max_thinking_tokens", "positive integer"),
     ("budget=extend budget.num_ignore=-1", "budget.num_ignore", "integer >= 0"),
     ("eval.num_samples=4", "eval.temperature", "needs sampling"),
+    ("budget=cap prompt.think_tag=thinking", "prompt.think_tag", "never asks for it"),
     ("eval.adapter_path=/nonexistent/adapter", "eval.adapter_path", "no LoRA adapter"),
     ("backend.name=tpu", "backend.name", "expected one of"),
     ("train.enabled=false eval.after_training=false", "train.enabled", "evaluation must be on"),

@@ -108,6 +108,16 @@ def check_budget(cfg: DictConfig) -> None:
             raise ConfigError("budget.wait_text", "expected non-empty text such as 'Wait'")
 
 
+def check_budget_delimiter(cfg: DictConfig) -> None:
+    """Budget forcing cuts and extends at the end-of-thinking delimiter: the prompt must ask for it."""
+    from medgrpo.prompting import PromptFormat
+
+    prompt_format = PromptFormat.from_config(cfg.prompt)
+    if cfg.budget.mode != "off" and prompt_format.think_close not in prompt_format.system:
+        raise ConfigError("prompt.think_tag", f"budget={cfg.budget.mode} forces at '{prompt_format.think_close}', "
+                          "but prompt.system never asks for it; use the prompt format the model answers in")
+
+
 def check_eval(cfg: DictConfig) -> None:
     _one_of(cfg, "eval.engine", EVAL_ENGINES)
     for key in ("batch_size", "max_new_tokens", "num_samples"):
@@ -141,6 +151,7 @@ def validate(cfg: DictConfig) -> None:
     check_lora(cfg)
     check_grpo(cfg)
     check_budget(cfg)
+    check_budget_delimiter(cfg)
     check_eval(cfg)
     if not cfg.train.enabled and not (cfg.eval.after_training or cfg.eval.before_training):
         raise ConfigError("train.enabled", "with training off, evaluation must be on (eval.after_training=true)")
