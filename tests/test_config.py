@@ -64,3 +64,16 @@ def test_an_output_dir_that_cannot_be_written_is_refused(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match="paths.output_dir"):
         check_output_dir(str(blocker / "job"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_composes_and_validates(name, tmp_path):
+    cfg = compose_config("preset=tiny", f"+experiment={name}", output_dir=tmp_path)
+    assert cfg.task_name == name
+    validate(cfg)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml")))
+def test_every_hparams_search_composes(name, tmp_path):
+    cfg = compose_config(f"hparams_search={name}", output_dir=tmp_path)
+    assert str(cfg.objective if isinstance(cfg.objective, str) else cfg.objective[0]).startswith(("eval/", "train/"))
