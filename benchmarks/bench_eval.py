@@ -39,8 +39,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode, overrides in BUDGETS.items():
-            cfg = compose_config("preset=tiny", f"eval.limit={args.items}", f"eval.max_new_tokens={args.max_new_tokens}",
-                              *overrides, output_dir=tmp)
+            cfg = compose_config("preset=tiny", f"eval.limit={args.items}",
+                                 f"eval.max_new_tokens={args.max_new_tokens}", *overrides, output_dir=tmp)
             policy = load_policy(cfg, "hf")
             prompt_format = PromptFormat.from_config(cfg.prompt)
             sets, _ = prepare_eval(cfg.data, policy.tokenizer, prompt_format, 1024, limit=args.items)

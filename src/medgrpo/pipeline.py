@@ -12,6 +12,7 @@ import os
 import platform
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -46,7 +47,8 @@ def check_objective(cfg: DictConfig, eval_names: list[str]) -> None:
         if parts[0] not in ("eval", "train"):
             raise ConfigError("objective", f"expected a metric key like eval/<dataset>/accuracy, got '{key}'")
         if len(parts) == 3 and parts[0] == "eval" and parts[1] not in eval_names:
-            raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', but the eval sets are {eval_names}")
+            raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', "
+                                           f"but the eval sets are {eval_names}")
 
 
 def is_main_process() -> bool:
@@ -114,15 +116,13 @@ def _run_worker(cfg: DictConfig) -> None:
     _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {}, {})
 
 
+@contextmanager
 def _timed(timings: dict, key: str):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.time()
-
-        def __exit__(self, *exc):
-            timings[key] = time.time() - self.start
-
-    return _Timer()
+    start = time.time()
+    try:
+        yield
+    finally:
+        timings[key] = time.time() - start
 
 
 def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dict) -> dict[str, float]:
@@ -161,8 +161,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dic
             results["data"] = {"eval": eval_report}
 
     with _timed(timings, "model_load_s"):
-        adapter = cfg.eval.adapter_path
-        policy = load_policy(cfg, backend, adapter_path=adapter)
+        policy = load_policy(cfg, backend, model_path, adapter_path=cfg.eval.adapter_path)
     evaluator = EvalRunner(cfg, policy, eval_sets, Budget.from_config(cfg.budget, cfg.eval.max_new_tokens),
                            prompt_format, tracker, output_dir)
     metrics: dict[str, float] = {}

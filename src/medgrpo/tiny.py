@@ -94,7 +94,8 @@ def ensure_tiny_model(cache_dir: str | os.PathLike, samples_dir: Path = SAMPLES_
     target = Path(cache_dir) / f"tiny-qwen2-{_cache_key(files)}"
     if (target / "config.json").exists():
         return target
-    log.info("Building the tiny model (random weights, tokenizer trained on %d bundled files) in %s", len(files), target)
+    log.info("Building the tiny model (random weights, tokenizer trained on %d bundled files) in %s",
+             len(files), target)
     tokenizer = build_tiny_tokenizer(files)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -115,7 +116,8 @@ def ensure_tiny_model(cache_dir: str | os.PathLike, samples_dir: Path = SAMPLES_
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / "medgrpo_tiny.json").write_text(json.dumps({"builder_version": BUILDER_VERSION, "files": [f.name for f in files]}))
+        provenance = {"builder_version": BUILDER_VERSION, "files": [f.name for f in files]}
+        (staging / "medgrpo_tiny.json").write_text(json.dumps(provenance))
         os.replace(staging, target)
     except OSError:
         if not (target / "config.json").exists():  # lost a race against another job: theirs is identical

@@ -94,7 +94,8 @@ def start_tracking(logger_cfg, config: dict, output_dir: Path, name: str, group:
         if mode == "offline":
             log.warning("W&B could not start even offline (%s); continuing without tracking", error)
             return NullTracker()
-        log.warning("W&B unreachable (%s): continuing offline; sync later with `wandb sync %s/wandb`", error, output_dir)
+        log.warning("W&B unreachable (%s): continuing offline; sync later with `wandb sync %s/wandb`",
+                    error, output_dir)
         os.environ["WANDB_MODE"] = "offline"  # TRL's callback must not try the network again either
         try:
             return WandbTracker(_init_wandb("offline", **kwargs))

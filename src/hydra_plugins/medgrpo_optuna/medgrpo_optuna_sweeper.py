@@ -1,6 +1,7 @@
 """hydra/sweeper=medgrpo_optuna: hydra-optuna-sweeper, made safe for long studies.
 
-Storage defaults to SQLite in the sweep dir. The upstream sweeper (1.3.0) crashes a whole study when every trial failed, numbers job directories from 0 again
+Storage defaults to SQLite in the sweep dir. The upstream sweeper (1.3.0) crashes a whole study when every trial
+failed, numbers job directories from 0 again
 when a study is resumed (overwriting earlier trials' results), and finds a bad storage URL or objective only
 after the first trial. This subclass checks the storage and the objective before any trial runs, makes SQLite
 paths absolute (so a resumed study finds its file), continues job numbering after the trials already stored,

@@ -59,9 +59,11 @@ def resolve_model_path(model_cfg: DictConfig) -> str:
     return str(model_cfg.name_or_path)
 
 
-def load_policy(cfg: DictConfig, backend: str, adapter_path: str | Path | None = None) -> Policy:
-    """Load base model + tokenizer and attach LoRA: a new trainable one, or `adapter_path` to evaluate."""
-    model_path = resolve_model_path(cfg.model)
+def load_policy(cfg: DictConfig, backend: str, model_path: str | None = None,
+                adapter_path: str | Path | None = None) -> Policy:
+    """Load base model + tokenizer and attach LoRA: a new trainable one, or `adapter_path` to evaluate.
+    `model_path` defaults to resolve_model_path(cfg.model)."""
+    model_path = model_path or resolve_model_path(cfg.model)
     log.info("Loading %s with backend=%s", model_path, backend)
     if backend == "unsloth":
         from medgrpo.backends.unsloth import load_unsloth_policy
