@@ -94,7 +94,8 @@ def synthesise(root: Path, n_artificial: int) -> dict[str, str]:
     n_hb = 7358
     stems, opts = words.texts(n_hb, 10, 30), words.texts(4 * n_hb, 1, 6)
     pq.write_table(pa.table({
-        "Questions": [f"{stems[i]}?\nA) {opts[4*i]}\nB) {opts[4*i+1]}\nC) {opts[4*i+2]}\nD) {opts[4*i+3]}" for i in range(n_hb)],
+        "Questions": [f"{stems[i]}?\nA) {opts[4 * i]}\nB) {opts[4 * i + 1]}\nC) {opts[4 * i + 2]}\nD) {opts[4 * i + 3]}"
+                      for i in range(n_hb)],
         "Answers": rng.choice(list("ABCD"), n_hb).tolist()}), root / "health_benchmarks.parquet")
     paths["health_benchmarks"] = str(root / "health_benchmarks.parquet")
     n = 4183

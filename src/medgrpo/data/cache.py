@@ -38,7 +38,8 @@ def file_digest(path: Path) -> str:
 def tokenizer_fingerprint(tokenizer) -> str:
     h = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    h.update(vocabulary.encode())
     h.update(str(getattr(tokenizer, "chat_template", "")).encode())
     return h.hexdigest()
 

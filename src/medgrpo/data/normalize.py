@@ -220,7 +220,8 @@ def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, 
             except BadRow as e:
                 message = f"source '{spec.name}': {where}: {e}"
                 if spec.bad_rows == "error":
-                    raise DataError(message + f"  (set data.sources.{spec.name}.bad_rows=skip to drop such rows)") from None
+                    hint = f"  (set data.sources.{spec.name}.bad_rows=skip to drop such rows)"
+                    raise DataError(message + hint) from None
                 report["bad_rows"] += 1
                 if len(report["bad_row_examples"]) < MAX_BAD_EXAMPLES:
                     report["bad_row_examples"].append(message)

@@ -174,7 +174,8 @@ def _read_json(text: str, part: str, origin: str, source: str) -> RawPart:
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # JSON Lines saved as .json
             return _read_jsonl(text, part, origin, source)
-        raise DataError(f"source '{source}': {origin}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
+        raise DataError(f"source '{source}': {origin}: invalid JSON at line {e.lineno}, column {e.colno} "
+                        f"({e.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if isinstance(data, list):
@@ -203,7 +204,8 @@ def _read_csv(text: str, path: Path, part: str, origin: str, spec: SourceSpec) -
     if spec.csv_header and spec.csv_columns:
         missing = [c for c in spec.csv_columns if c not in frame.columns]
         if missing:
-            raise DataError(f"source '{spec.name}': {origin}: header lacks column(s) {missing}; has {list(frame.columns)}")
+            raise DataError(f"source '{spec.name}': {origin}: header lacks column(s) {missing}; "
+                            f"has {list(frame.columns)}")
     first_line = 2 if spec.csv_header else 1
     return RawPart(part=part, origin=origin, columns=[str(c) for c in frame.columns], num_rows=len(frame),
                    column=lambda c: frame[c].tolist(), locate=lambda i: f"record {i + 1} (line {i + first_line} "

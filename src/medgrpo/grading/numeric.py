@@ -20,7 +20,8 @@ _NUMBER = re.compile(
     r"(?:\s*/\s*(?P<den>\d+)(?![\d/.]))?"
 )
 # What joins two numbers offered as alternatives: "18 or 19", "17-19", "18, 19", "18 (or maybe 19)", "18. Or 19".
-_ALTERNATIVE = re.compile(r"\s*[.,;:]?\s*\(?\s*(?:or|and|to|,|/|;|-|–|~)(?:\s+(?:maybe|perhaps|possibly))?\s*", re.IGNORECASE)
+_ALTERNATIVE = re.compile(r"\s*[.,;:]?\s*\(?\s*(?:or|and|to|,|/|;|-|–|~)(?:\s+(?:maybe|perhaps|possibly))?\s*",
+                          re.IGNORECASE)
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\{\s*([-−]?\d+)\s*\}\{\s*(\d+)\s*\}")
 _MAX_DIGITS = 40  # longer digit runs are not answers (and int() refuses > 4300 digits)
 _MAX_NUMBERS = 64  # an answer with more numbers than this is not read as an answer

@@ -1,0 +1,1 @@
+"""Evaluation: generation engines, s1 budget forcing, grading into predictions, and accuracy metrics."""
