@@ -7,8 +7,10 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from medgrpo.results import write_json_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "vllm", "bitsandbytes")
+PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "tokenizers", "unsloth", "vllm", "bitsandbytes")
 
 
 def _version(package: str) -> str | None:
@@ -34,10 +36,9 @@ def machine() -> dict:
 
 
 def write_result(name: str, result: dict, out: Path | None = None) -> Path:
-    """Write benchmarks/results/<name>.json (with machine info) and print it."""
+    """Write benchmarks/results/<name>.json (with machine info) atomically and print it."""
     path = out or RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, **result, "machine": machine()}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(path, payload)
     print(json.dumps(payload, indent=2))
     return path

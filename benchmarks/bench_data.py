@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks._common import write_result  # noqa: E402
 TEST_IDS = ROOT / "data" / "samples" / "pubmedqa" / "test_ground_truth.json"
 
 
@@ -124,12 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=211_269, help="pqa_artificial rows (the hub has 211,269)")
     parser.add_argument("--max-prompt-tokens", type=int, default=1024)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/data.json")
     args = parser.parse_args()
 
-    import datasets
-    import tokenizers
-    import transformers
     from hydra import compose, initialize_config_dir
 
     from medgrpo.data import prepare_eval, prepare_train
@@ -176,23 +175,15 @@ def main() -> None:
                 "meets_targets": timings["cold"]["total_s"] < 60 and timings["warm"]["total_s"] < 5,
             }
         result = {
-            "benchmark": "data preparation (data=default shapes, synthesised locally, read as local files)",
+            "description": "data preparation (data=default shapes, synthesised locally, read as local files)",
             "scenarios": scenarios,
             "targets": {"cold_s": 60, "warm_s": 5},
             "synthesis_s": round(synth_s, 1),
             "settings": {"max_prompt_tokens": args.max_prompt_tokens, "tokenizer": "tiny byte-level BPE (2k vocab), "
                          "ChatML template", "pqa_artificial_rows": args.rows,
                          "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM")},
-            "machine": {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-                        "python": platform.python_version(), "platform": platform.platform(),
-                        "datasets": datasets.__version__, "transformers": transformers.__version__,
-                        "tokenizers": tokenizers.__version__},
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    os.replace(tmp_out, args.out)
-    print(json.dumps(result, indent=2))
+    write_result("data", result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import statistics
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
-from medgrpo.grade import grade
-from medgrpo.prompting import PromptFormat
-from medgrpo.rewards import build_reward_functions
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks._common import write_result  # noqa: E402
+from medgrpo.grade import grade  # noqa: E402
+from medgrpo.prompting import PromptFormat  # noqa: E402
+from medgrpo.rewards import build_reward_functions  # noqa: E402
 SAMPLES = ROOT / "data" / "samples"
 TARGET_PER_SECOND = 20_000
 MIN_CHARS, MAX_CHARS = 1000, 2000
@@ -161,7 +160,7 @@ def main() -> int:
     parser.add_argument("--completions", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "grade.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/grade.json")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):  # one core, as the target says
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -171,8 +170,7 @@ def main() -> int:
     grade_rates = throughput(corpus, args.repeats)
     reward_rates = reward_throughput(corpus, args.repeats)
     median_rate = statistics.median(grade_rates)
-    result = {
-        "benchmark": "grade",
+    write_result("grade", {
         "target_completions_per_s": TARGET_PER_SECOND,
         "grade_completions_per_s": round(median_rate),
         "grade_completions_per_s_runs": [round(rate) for rate in grade_rates],
@@ -185,26 +183,10 @@ def main() -> int:
             "mix": {kind: sum(row["answer_type"] == kind for row in corpus) for kind in ("numeric", "yesno", "choice")},
             "answers": "60% right block, 15% wrong block, 10% after reasoning without block, "
                        "10% no tags, 5% hedges / double blocks",
+            "cores_used": 1,
         },
-        "machine": {
-            "cpu_count": os.cpu_count(), "cores_used": 1, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "torch": _version("torch"),
-        },
-    }
-    print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    temporary.replace(args.out)
+    }, args.out)
     return 0
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medgrpo.errors import ConfigError
 
@@ -128,6 +128,22 @@ def check_eval(cfg: DictConfig) -> None:
         raise ConfigError("eval.temperature", "num_samples > 1 needs sampling (temperature > 0); greedy repeats itself")
     if cfg.eval.adapter_path is not None and not Path(cfg.eval.adapter_path, "adapter_config.json").is_file():
         raise ConfigError("eval.adapter_path", f"no LoRA adapter (adapter_config.json) in {cfg.eval.adapter_path}")
+
+
+def objective_keys(cfg: DictConfig) -> list[str]:
+    """cfg.objective as a list: one metric key, or several for a multi-objective Optuna study."""
+    return list(cfg.objective) if isinstance(cfg.objective, ListConfig) else [cfg.objective]
+
+
+def check_objective(cfg: DictConfig, eval_names: list[str] | None = None) -> None:
+    """Each objective is a metric key (eval/<dataset>/<metric> or train/...); with eval_names, the dataset exists."""
+    for key in objective_keys(cfg):
+        parts = str(key).split("/")
+        if parts[0] not in ("eval", "train"):
+            raise ConfigError("objective", f"expected a metric key like eval/<dataset>/accuracy, got '{key}'")
+        if eval_names is not None and len(parts) == 3 and parts[0] == "eval" and parts[1] not in eval_names:
+            raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', "
+                                           f"but the eval sets are {eval_names}")
 
 
 def check_output_dir(path: str) -> None:

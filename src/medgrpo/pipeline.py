@@ -17,9 +17,10 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from medgrpo import config as config_checks
+from medgrpo.config import check_objective, objective_keys
 from medgrpo.errors import ConfigError
 from medgrpo.results import redact_secrets, write_json_atomic
 
@@ -34,21 +35,6 @@ def _job_identity(cfg: DictConfig) -> tuple[list[str], str, str | None, bool]:
     name = hydra_cfg.job.override_dirname or cfg.task_name
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
     return overrides, name, group, multirun
-
-
-def objective_keys(cfg: DictConfig) -> list[str]:
-    """cfg.objective as a list: one metric key, or several for a multi-objective Optuna study."""
-    return list(cfg.objective) if isinstance(cfg.objective, ListConfig) else [cfg.objective]
-
-
-def check_objective(cfg: DictConfig, eval_names: list[str]) -> None:
-    for key in objective_keys(cfg):
-        parts = str(key).split("/")
-        if parts[0] not in ("eval", "train"):
-            raise ConfigError("objective", f"expected a metric key like eval/<dataset>/accuracy, got '{key}'")
-        if len(parts) == 3 and parts[0] == "eval" and parts[1] not in eval_names:
-            raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', "
-                                           f"but the eval sets are {eval_names}")
 
 
 def is_main_process() -> bool:

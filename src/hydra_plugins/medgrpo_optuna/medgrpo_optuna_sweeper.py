@@ -1,12 +1,12 @@
 """hydra/sweeper=medgrpo_optuna: hydra-optuna-sweeper, made safe for long studies.
 
-Storage defaults to SQLite in the sweep dir. The upstream sweeper (1.3.0) crashes a whole study when every trial
-failed, numbers job directories from 0 again
-when a study is resumed (overwriting earlier trials' results), and finds a bad storage URL or objective only
-after the first trial. This subclass checks the storage and the objective before any trial runs, makes SQLite
-paths absolute (so a resumed study finds its file), continues job numbering after the trials already stored,
-and ends an all-failed study with a clear message instead of a traceback. Failed trials (an exception, OOM or a
-NaN objective: medgrpo jobs return None then) are recorded as FAIL by the upstream code and the study goes on.
+Storage defaults to SQLite in the sweep dir. The upstream sweeper (1.3.0) crashes a whole study when every
+trial failed, numbers job directories from 0 again when a study is resumed (overwriting earlier trials'
+results), and finds a bad storage URL or objective only after the first trial. This subclass checks the storage
+and the objective before any trial runs, makes SQLite paths absolute (so a resumed study finds its file),
+continues job numbering after the trials already stored, and ends an all-failed study with a clear message
+instead of a traceback. Failed trials (an exception, OOM or a NaN objective: medgrpo jobs return None then) are
+recorded as FAIL by the upstream code and the study goes on.
 
 No `from __future__ import annotations` here: Hydra executes plugin modules outside sys.modules, where
 dataclasses cannot resolve string annotations.
@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 
 import optuna
 from hydra.core.config_store import ConfigStore
-from omegaconf import ListConfig
+from medgrpo.config import check_objective, objective_keys
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
@@ -53,14 +53,11 @@ class _ResilientImpl(OptunaSweeperImpl):
                       self.study_name, len(states), error)
 
     def _check_before_trials(self) -> None:
-        objective = self.config.get("objective")
-        objectives = list(objective) if isinstance(objective, ListConfig) else [objective]
+        check_objective(self.config)
+        objectives = objective_keys(self.config)
         if len(objectives) != len(self._get_directions()):
             raise ValueError(f"objective {objectives} has {len(objectives)} metric(s) but hydra.sweeper.direction "
                              f"has {len(self._get_directions())}: give one direction per objective metric")
-        for metric in objectives:
-            if not isinstance(metric, str) or metric.split("/")[0] not in ("eval", "train"):
-                raise ValueError(f"objective: '{metric}' is not a metric key like eval/pubmedqa/accuracy")
         try:  # connect now: an unreachable database must fail before the first trial, not after it
             existing = optuna.get_all_study_summaries(storage=self.storage)
         except Exception as error:  # noqa: BLE001 - any driver error means the same thing here
@@ -68,7 +65,7 @@ class _ResilientImpl(OptunaSweeperImpl):
         previous = next((s.n_trials for s in existing if s.study_name == self.study_name), 0)
         if previous:
             log.info("Resuming study '%s' with %d trials already stored", self.study_name, previous)
-            self.job_idx = previous  # job directories continue after the stored trials'
+            self.job_idx = previous  # job directories continue after the stored trials
 
 
 class MedgrpoOptunaSweeper(OptunaSweeper):
