@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call pip_install,--upgrade pip)
 	$(call pip_install,torch==2.13.0)
-	$(call pip_install,-e '.[dev]')
+	$(call pip_install,-e '.[dev,app]')
 	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0)
 	$(PY) -c "import torch, trl, medgrpo; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
