@@ -82,11 +82,29 @@ def _exhausted_early(effective: dict[str, int], pools: dict[str, Dataset], trunc
     return [n for n in truncated if effective[n] >= len(pools[n])]
 
 
+def _cached(kind: str, plan: DataPlan, payload: dict, files: list, tokenizer, build):
+    """build() -> (data, report), memoised on disk under a key of the payload, file contents and tokenizer.
+    The report gains cache (hit/miss/off), cache_key and seconds; a miss returns the memory-mapped copy, exactly
+    what a warm start returns."""
+    started = time.perf_counter()
+    key = cache.cache_key(kind, payload, files, tokenizer) if plan.cache else None
+    if key and (hit := cache.load_cached(plan.cache_dir, key)):
+        data, report = hit
+        report.update(cache="hit", cache_key=key, seconds=round(time.perf_counter() - started, 2))
+        log.info("%s data from cache %s", kind, key)
+        return data, report
+    data, report = build()
+    if key:
+        cache.store(plan.cache_dir, key, data, report)
+        data = cache.load_cached(plan.cache_dir, key)[0]
+    report.update(cache="miss" if key else "off", cache_key=key, seconds=round(time.perf_counter() - started, 2))
+    return data, report
+
+
 def prepare_train(data_cfg, tokenizer, prompt_format: PromptFormat, seed: int,
                   max_prompt_tokens: int | None) -> tuple[Dataset, dict]:
     """The weighted training mix (rows in the project schema) and its report (per-source counts, losses,
     label counts before/after balancing, effective mixed counts, leakage check, cache hit)."""
-    started = time.perf_counter()
     plan = validate_data_config(data_cfg)
     if not plan.mix:
         raise ConfigError("data.mix", "no training source has a positive weight")
@@ -94,13 +112,22 @@ def prepare_train(data_cfg, tokenizer, prompt_format: PromptFormat, seed: int,
                               mix=plan.mix, eval=plan.eval, train_size=plan.train_size,
                               stopping=plan.stopping_strategy, balance=plan.balance,
                               allow_leakage=plan.allow_leakage, max_prompt_tokens=max_prompt_tokens)
-    key = cache.cache_key("train", payload, files, tokenizer) if plan.cache else None
-    if key and (hit := cache.load_cached(plan.cache_dir, key)):
-        mixed, report = hit
-        report.update(cache="hit", cache_key=key, seconds=round(time.perf_counter() - started, 2))
-        log.info("training mix from cache %s: %d rows", key, len(mixed))
-        return mixed, report
 
+    def build():
+        columns, orders, per_source = _read_balanced(plan, seed)
+        leakage = _check_pool_leakage(plan, columns, orders)
+        mixed, pools, effective = _filter_and_mix(plan, columns, orders, per_source, prompt_format, tokenizer,
+                                                  max_prompt_tokens, seed)
+        _report_mix(per_source, pools, effective, mixed, plan)
+        return mixed, {"sources": per_source, "mixed_total": len(mixed), "stopping_strategy": plan.stopping_strategy,
+                       "train_size": plan.train_size, "max_prompt_tokens": max_prompt_tokens, "leakage": leakage,
+                       "seed": seed}
+
+    return _cached("train", plan, payload, files, tokenizer, build)
+
+
+def _read_balanced(plan: DataPlan, seed: int) -> tuple[dict[str, dict[str, list]], dict[str, list[int]], dict]:
+    """Read and normalise each training source, and order its rows (label balance + seeded shuffle)."""
     columns: dict[str, dict[str, list]] = {}
     orders: dict[str, list[int]] = {}
     per_source: dict[str, dict] = {}
@@ -116,15 +143,23 @@ def prepare_train(data_cfg, tokenizer, prompt_format: PromptFormat, seed: int,
             entry["balance"] = mode
             entry["after_balance"] = len(orders[name])
         per_source[name] = entry
+    return columns, orders, per_source
 
-    # Leakage first: it needs no tokenizer, and it checks whole pools (any seed's mix is then clean).
-    # Against the full evaluation sets (not an eval.limit subset): any later subset is then clean too.
+
+def _check_pool_leakage(plan: DataPlan, columns: dict[str, dict[str, list]], orders: dict[str, list[int]]) -> dict:
+    """Whole training pools against the full evaluation sets (not an eval.limit subset): any seed's mix and any
+    later subset are then clean too. Needs no tokenizer, so it runs before the length filter."""
     evals = {name: normalize_source(plan.sources[name], read_source(plan.sources[name]))[0] for name in plan.eval}
     train_union = {k: [v for n in plan.mix for v in (columns[n][k][i] for i in set(orders[n]))]
                    for k in ("id", "source", "question")}
-    leakage = check_leakage(train_union, {n: {k: c[k] for k in ("id", "source", "question")} for n, c in evals.items()},
-                            allow=plan.allow_leakage, namespaces={n: s.id_namespace for n, s in plan.sources.items()})
+    return check_leakage(train_union, {n: {k: c[k] for k in ("id", "source", "question")} for n, c in evals.items()},
+                         allow=plan.allow_leakage, namespaces={n: s.id_namespace for n, s in plan.sources.items()})
 
+
+def _filter_and_mix(plan: DataPlan, columns, orders, per_source: dict, prompt_format: PromptFormat, tokenizer,
+                    max_prompt_tokens: int | None, seed: int) -> tuple[Dataset, dict[str, Dataset], dict[str, int]]:
+    """Render prompts, drop those over the token budget (only as many rows as the mix can draw are checked), and
+    interleave the pools by weight. Retries with a wider margin when a draw ran a partly checked pool dry."""
     sizes = {n: len(orders[n]) for n in plan.mix}
     margin = 1.0
     for _ in range(MAX_MIX_ATTEMPTS):
@@ -141,7 +176,13 @@ def prepare_train(data_cfg, tokenizer, prompt_format: PromptFormat, seed: int,
         mixed, effective = mix_sources(pools, plan.mix, seed, plan.stopping_strategy, plan.train_size)
         if not _exhausted_early(effective, pools, truncated, plan.stopping_strategy):
             break
-        margin *= 2  # a rare draw used more of a partly checked pool than planned: check more of it
+        margin *= 2
+    return mixed, pools, effective
+
+
+def _report_mix(per_source: dict, pools: dict[str, Dataset], effective: dict[str, int], mixed: Dataset,
+                plan: DataPlan) -> None:
+    """Per-source kept/mixed counts into the report, and one log line per source."""
     for name, count in effective.items():
         entry = per_source[name]
         entry["kept"] = len(pools[name])
@@ -153,14 +194,6 @@ def prepare_train(data_cfg, tokenizer, prompt_format: PromptFormat, seed: int,
                  name, entry["loaded"], entry["normalized"], entry["kept"], entry["length_filter"]["checked"], count,
                  f"; labels {entry['label_counts']}" if entry.get("label_counts") else "")
     log.info("training mix: %d rows %s (weights %s)", len(mixed), effective, plan.mix)
-    report = {"sources": per_source, "mixed_total": len(mixed), "stopping_strategy": plan.stopping_strategy,
-              "train_size": plan.train_size, "max_prompt_tokens": max_prompt_tokens, "leakage": leakage,
-              "seed": seed}
-    if key:
-        cache.store(plan.cache_dir, key, mixed, report)
-        mixed = cache.load_cached(plan.cache_dir, key)[0]  # memory-mapped, exactly what a warm start returns
-    report.update(cache="miss" if key else "off", cache_key=key, seconds=round(time.perf_counter() - started, 2))
-    return mixed, report
 
 
 def prepare_eval(data_cfg, tokenizer, prompt_format: PromptFormat, max_prompt_tokens: int | None,
@@ -169,40 +202,39 @@ def prepare_eval(data_cfg, tokenizer, prompt_format: PromptFormat, max_prompt_to
 
     limit caps the items per set: the first N of a fixed seeded shuffle (the same items for every run).
     """
-    started = time.perf_counter()
     plan = validate_data_config(data_cfg)
     if limit is not None and (not isinstance(limit, int) or limit <= 0):
         raise ConfigError("eval.limit", f"must be a positive integer or null, got {limit!r}")
     payload, files = _payload(plan, plan.eval, prompt_format, kind="eval", eval=plan.eval, limit=limit,
                               max_prompt_tokens=max_prompt_tokens)
-    key = cache.cache_key("eval", payload, files, tokenizer) if plan.cache else None
-    if key and (hit := cache.load_cached(plan.cache_dir, key)):
-        evals, report = hit
-        report.update(cache="hit", cache_key=key, seconds=round(time.perf_counter() - started, 2))
-        return dict(evals), report
 
-    evals: dict[str, Dataset] = {}
-    per_source: dict[str, dict] = {}
-    for name in plan.eval:
-        spec = plan.sources[name]
-        columns, entry = load_normalized(spec, EVAL_SHUFFLE_SEED)
-        order = np.random.default_rng(EVAL_SHUFFLE_SEED).permutation(len(columns["id"])).tolist()
-        kept, prompts, length_report = prompts_within_budget(columns, order, spec, prompt_format, tokenizer,
-                                                             max_prompt_tokens)
-        check_losses(length_report, name, plan.warn_drop_fraction, plan.max_drop_fraction)
-        entry["length_filter"] = length_report
-        if limit is not None and limit < len(kept):
-            kept, prompts = kept[:limit], prompts[:limit]
-            entry["limit"] = limit
-        ds = to_dataset(columns, kept, prompts)
-        if spec.answer_type != "numeric":
-            entry["label_counts"] = label_counts(ds["answer"][:])
-            entry["majority_baseline"] = round(max(entry["label_counts"].values()) / len(ds), 4)
-        entry["items"] = len(ds)
-        evals[name], per_source[name] = ds, entry
-    report = {"sources": per_source, "max_prompt_tokens": max_prompt_tokens, "limit": limit}
-    if key:
-        cache.store(plan.cache_dir, key, DatasetDict(evals), report)
-        evals = dict(cache.load_cached(plan.cache_dir, key)[0])
-    report.update(cache="miss" if key else "off", cache_key=key, seconds=round(time.perf_counter() - started, 2))
-    return evals, report
+    def build():
+        evals: dict[str, Dataset] = {}
+        per_source: dict[str, dict] = {}
+        for name in plan.eval:
+            evals[name], per_source[name] = _eval_set(plan.sources[name], prompt_format, tokenizer,
+                                                      max_prompt_tokens, limit, plan)
+        return DatasetDict(evals), {"sources": per_source, "max_prompt_tokens": max_prompt_tokens, "limit": limit}
+
+    evals, report = _cached("eval", plan, payload, files, tokenizer, build)
+    return dict(evals), report
+
+
+def _eval_set(spec: SourceSpec, prompt_format: PromptFormat, tokenizer, max_prompt_tokens: int | None,
+              limit: int | None, plan: DataPlan) -> tuple[Dataset, dict]:
+    """One evaluation set: a fixed seeded order, the length filter, then the first `limit` items."""
+    columns, entry = load_normalized(spec, EVAL_SHUFFLE_SEED)
+    order = np.random.default_rng(EVAL_SHUFFLE_SEED).permutation(len(columns["id"])).tolist()
+    kept, prompts, length_report = prompts_within_budget(columns, order, spec, prompt_format, tokenizer,
+                                                         max_prompt_tokens)
+    check_losses(length_report, spec.name, plan.warn_drop_fraction, plan.max_drop_fraction)
+    entry["length_filter"] = length_report
+    if limit is not None and limit < len(kept):
+        kept, prompts = kept[:limit], prompts[:limit]
+        entry["limit"] = limit
+    ds = to_dataset(columns, kept, prompts)
+    if spec.answer_type != "numeric":
+        entry["label_counts"] = label_counts(ds["answer"][:])
+        entry["majority_baseline"] = round(max(entry["label_counts"].values()) / len(ds), 4)
+    entry["items"] = len(ds)
+    return ds, entry
