@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-SECRET_MARKERS = ("api_key", "token", "secret", "password")
+from medgrpo.secrets import is_secret, redact_url_passwords
+
+REDACTED = "<redacted>"
 
 
 def _json_safe(value: Any) -> Any:
@@ -21,14 +23,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def redact_secrets(value: Any) -> Any:
-    """Replace values of keys that look like credentials, at any depth."""
+def redact_secrets(value: Any, key: Any = None) -> Any:
+    """A copy with credentials replaced, at any depth (rule: medgrpo.secrets.is_secret) and URL passwords masked.
+    Numbers and booleans are never touched: budget.max_thinking_tokens is a hyperparameter, not a token."""
     if isinstance(value, dict):
-        return {k: "<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact_secrets(v)
-                for k, v in value.items()}
+        return {k: redact_secrets(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_secrets(v) for v in value]
-    return value
+        return [redact_secrets(v, key) for v in value]
+    if is_secret(key, value):
+        return REDACTED
+    return redact_url_passwords(value) if isinstance(value, str) else value
 
 
 def _write_atomic(path: Path, write) -> None:
