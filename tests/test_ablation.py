@@ -111,7 +111,7 @@ def test_grid_sweep_table_numbers_failures_and_files(grid_sweep, capsys):
     written = sorted(p.name for p in (grid_sweep / "ablation").iterdir())
     assert written == ["ablation.csv", "ablation.md", "ablation_jobs.csv", "eval_gsm8k_accuracy.png",
                        "eval_pubmedqa_accuracy.png", "eval_pubmedqa_format_rate.png",
-                       "eval_pubmedqa_mean_completion_tokens.png"]
+                       "eval_pubmedqa_mean_completion_tokens.png", "selection.json"]
     for path in (grid_sweep / "ablation").iterdir():
         assert path.stat().st_size > 100, path
     assert (grid_sweep / "ablation" / "eval_pubmedqa_accuracy.png").read_bytes()[:4] == b"\x89PNG"
@@ -171,7 +171,8 @@ def test_wandb_rows_feed_the_same_table(tmp_path):
     rank32, rank64, rank128 = table.settings
     stat = rank32.stats["eval/pubmedqa/accuracy"]
     assert (stat.mean, stat.n, stat.ci_source) == (pytest.approx(0.65), 2, "seeds")
-    assert stat.ci_high - stat.mean == pytest.approx(T1 * 0.1 / 2)  # sd of {0.6, 0.7} / sqrt(2) = 0.05
+    # sd of {0.6, 0.7} / sqrt(2) = 0.05; the t-interval 0.65 -+ 0.635 is clipped to [0, 1] (issue 11: it was not)
+    assert (stat.ci_low, stat.ci_high) == (pytest.approx(0.65 - T1 * 0.1 / 2), 1.0)
     assert (rank64.status, rank64.problems) == ("failed", "2 failed (W&B run failed; W&B run crashed)")
     assert rank128.status == "missing"
 

@@ -1,8 +1,8 @@
 """Hydra callbacks: at the end of a sweep, say how its jobs ended (a failed job does not stop a sweep, so the
-summary is where failures become visible) and how to tabulate it."""
+summary is where failures become visible) and how to tabulate it. The jobs are read by medgrpo.analysis, the
+same reader the ablation table uses."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,23 +10,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from medgrpo.analysis.jobs import summarize_sweep
+
 log = logging.getLogger(__name__)
-
-
-def summarize_sweep(sweep_dir: Path) -> dict[str, list[str]]:
-    """Job folder names by status (ok / failed / missing) with the error of each failed job."""
-    summary: dict[str, list[str]] = {"ok": [], "failed": [], "missing": []}
-    for job in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()):
-        path = job / "results.json"
-        if not path.is_file():
-            summary["missing"].append(job.name)
-            continue
-        results = json.loads(path.read_text())
-        if results.get("status") == "ok":
-            summary["ok"].append(job.name)
-        else:
-            summary["failed"].append(f"{job.name}: {results.get('error', 'no error recorded')}")
-    return summary
 
 
 class SweepSummary(Callback):
@@ -35,8 +21,9 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         summary = summarize_sweep(sweep_dir)
-        log.info("Sweep %s: %d jobs ok, %d failed, %d without results", sweep_dir, len(summary["ok"]),
-                 len(summary["failed"]), len(summary["missing"]))
-        for line in summary["failed"]:
-            log.warning("failed: %s", line)
+        counts = ", ".join(f"{len(names)} {status}" for status, names in summary.items() if names)
+        log.info("Sweep %s: %s", sweep_dir, counts or "no jobs")
+        for status in ("failed", "killed", "interrupted"):
+            for line in summary[status]:
+                log.warning("%s: %s", status, line)
         log.info("Table: make ablation-table SWEEP=%s", sweep_dir)

@@ -1,13 +1,17 @@
 """Jobs of a sweep as JobRow objects, whatever their source: results.json files on disk or W&B runs.
 
-Both sources feed the same aggregation (medgrpo.analysis.table). A job that left no results.json (crashed
-hard, or still running) is a row with status "missing"; its overrides come from Hydra's .hydra/overrides.yaml.
+Both sources feed the same aggregation (medgrpo.analysis.table), and the sweep summary that Hydra's callback
+logs at the end of a sweep (summarize_sweep). A job that left no results.json is a row with status "missing";
+its overrides come from Hydra's .hydra/overrides.yaml. A results.json that still says "running" while its
+process is gone (same host, dead pid: killed with SIGKILL, or the machine went down) reads as "killed".
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,11 +21,13 @@ from medgrpo.analysis import AblationError
 
 JOB_DIR = re.compile(r"^(\d+)(?:_|$)")  # Hydra sweep subdirs: <job num>[_<override_dirname>]
 WANDB_STATUS = {"finished": "ok", "failed": "failed", "crashed": "failed", "killed": "failed"}
+STATUSES = ("ok", "failed", "interrupted", "killed", "running", "missing")
 
 
 @dataclass
 class JobRow:
-    """One job of a sweep. status: "ok" | "failed" | "missing" (no result: crashed hard or still running)."""
+    """One job of a sweep. status: "ok" | "failed" | "interrupted" (SIGINT/SIGTERM) | "killed" (says running, its
+    process is gone) | "running" | "missing" (no results.json). path: its job dir (None for W&B runs)."""
 
     name: str
     status: str
@@ -29,6 +35,7 @@ class JobRow:
     seed: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    path: Path | None = None
 
 
 def split_override_dirname(text: str) -> list[str]:
@@ -67,27 +74,61 @@ def _job_overrides(job_dir: Path) -> list[str]:
     return split_override_dirname(JOB_DIR.sub("", job_dir.name))
 
 
+def _hostname(result: dict) -> str | None:
+    """The machine a job ran on: results.json `hostname`, or `host` as a name or a dict with name/hostname."""
+    host = result.get("host")
+    if isinstance(host, dict):
+        host = host.get("hostname") or host.get("name")
+    return result.get("hostname") or (host if isinstance(host, str) else None)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def job_status(result: dict) -> str:
+    """results.json's status; "running" with a dead pid on this host is "killed" (another host: can't tell)."""
+    status = result.get("status")
+    if status not in STATUSES[:-1]:
+        return "missing"
+    if status == "running":
+        pid = _as_seed(result.get("pid"))
+        if pid is not None and _hostname(result) in (None, socket.gethostname()) and not process_alive(pid):
+            return "killed"
+    return status
+
+
 def load_job(job_dir: Path) -> JobRow:
     """Read one job dir's results.json into a JobRow (status "missing" when there is none)."""
     path = job_dir / "results.json"
     if not path.is_file():
         overrides = parse_overrides(_job_overrides(job_dir))
-        return JobRow(job_dir.name, "missing", overrides, _as_seed(overrides.get("seed")))
+        return JobRow(job_dir.name, "missing", overrides, _as_seed(overrides.get("seed")), path=job_dir)
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         overrides = parse_overrides(_job_overrides(job_dir))
         return JobRow(job_dir.name, "missing", overrides, _as_seed(overrides.get("seed")),
-                      error=f"unreadable results.json: {error}")
+                      error=f"unreadable results.json: {error}", path=job_dir)
     overrides = parse_overrides(result.get("overrides") or _job_overrides(job_dir))
-    status = result.get("status")
+    status = job_status(result)
+    error = result.get("error")
+    if status == "killed" and not error:
+        error = f"killed: results.json says running, but process {result.get('pid')} is gone"
     return JobRow(
         name=job_dir.name,
-        status=status if status in ("ok", "failed") else "missing",
+        status=status,
         overrides=overrides,
         seed=_as_seed(result.get("seed", overrides.get("seed"))),
         metrics=numeric_metrics(result.get("metrics") or {}),
-        error=result.get("error"),
+        error=error,
+        path=job_dir,
     )
 
 
@@ -101,6 +142,15 @@ def _as_seed(value) -> int | None:
 def load_sweep_rows(sweep_dir: Path) -> list[JobRow]:
     """Every job of a sweep dir, in sweep order."""
     return [load_job(d) for d in job_dirs(sweep_dir)]
+
+
+def summarize_sweep(sweep_dir: Path) -> dict[str, list[str]]:
+    """Job folder names by status (STATUSES, each key present), with the error of each job that did not end ok."""
+    summary: dict[str, list[str]] = {status: [] for status in STATUSES}
+    for row in load_sweep_rows(sweep_dir):
+        detail = f": {row.error or 'no error recorded'}" if row.status in ("failed", "interrupted", "killed") else ""
+        summary[row.status].append(row.name + detail)
+    return summary
 
 
 def find_newest_sweep(root: Path = Path("multirun")) -> Path | None:

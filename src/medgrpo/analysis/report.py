@@ -3,10 +3,16 @@
 main() prints the Markdown report and writes ablation.md, ablation.csv (one line per setting),
 ablation_jobs.csv (one line per job) and the PNGs into <sweep>/ablation/. Exit code 2 with a one-line message
 when there is nothing to tabulate (no such dir, no job dirs, no results.json) or an option is wrong.
+
+The table's selection (--metrics, --baseline) is stored beside it in selection.json and reused when the
+command runs again without those options, so that re-running gives the same table; `--metrics default` goes
+back to the default selection. Plots that the previous ablation.md showed and this one does not are removed.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from medgrpo.analysis.jobs import (
     split_override_dirname,
 )
 from medgrpo.analysis.plots import metric_filename, plot_metric, plot_optuna_history, plot_optuna_importances
-from medgrpo.analysis.render import markdown_table, write_csv, write_jobs_csv
+from medgrpo.analysis.render import markdown_table, significance_note, write_csv, write_jobs_csv
 from medgrpo.analysis.study import (
     StudySummary,
     is_optuna,
@@ -30,9 +36,13 @@ from medgrpo.analysis.study import (
 )
 from medgrpo.analysis.table import AblationTable, aggregate, default_metrics, majority_key
 
-FOOTNOTE = ("Cells: mean [95% CI] over seeds; n = jobs with results. The CI is a Student t-interval over seeds; "
-            "† one job only: its own eval-set interval (Wilson), without seed variation. Majority = the accuracy "
-            "of always giving the most common gold answer (PubMedQA: always 'yes').")
+FOOTNOTE = ("Cells: mean [95% CI] over seeds; n = jobs with results. The CI is a Student t-interval over seeds, "
+            "clipped to [0, 1] for rates; † a job's own eval-set interval (Wilson on the item-clustered sample size), "
+            "used when there is one job only or the seeds gave identical values (no spread to measure). "
+            "Majority = the accuracy of always giving the most common gold answer (PubMedQA: always 'yes'; none "
+            "for numeric answers).")
+SELECTION = "selection.json"
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
 def report_markdown(table: AblationTable, source: str, plots: list[str], study: str = "") -> str:
@@ -43,6 +53,8 @@ def report_markdown(table: AblationTable, source: str, plots: list[str], study: 
              f"Baseline for Δ: {table.baseline.label if table.baseline else 'none (no setting has results)'}.", "",
              markdown_table(table), "",
              FOOTNOTE]
+    if significance_note(table):
+        lines += ["", significance_note(table)]
     if table.absent_metrics:
         available = sorted({k for s in table.settings for j in s.jobs for k in j.metrics})
         lines.append(f"\nNo job reported {table.absent_metrics}; available metrics: {', '.join(available) or 'none'}.")
@@ -60,6 +72,8 @@ def build_report(rows: list[JobRow], out_dir: Path, source: str, metrics: list[s
     Returns the Markdown and the written paths."""
     table = aggregate(rows, metrics if metrics is not None else default_metrics(rows), baseline)
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = out_dir / "ablation.md"
+    shown_before = set(IMAGE.findall(previous.read_text(encoding="utf-8"))) if previous.is_file() else set()
     plots = []
     for metric in table.metrics:
         if metric not in table.absent_metrics:
@@ -68,6 +82,9 @@ def build_report(rows: list[JobRow], out_dir: Path, source: str, metrics: list[s
     study_plots = _plot_study(study, out_dir) if study is not None else []
     text = report_markdown(table, source, plots, study_markdown(study, study_plots) if study is not None else "")
     (out_dir / "ablation.md").write_text(text, encoding="utf-8")
+    for stale in shown_before - set(plots + study_plots):
+        if "/" not in stale:  # only plots this report wrote beside itself
+            (out_dir / stale).unlink(missing_ok=True)
     write_csv(table, out_dir / "ablation.csv")
     write_jobs_csv(rows, list(dict.fromkeys(table.metrics + [m for m in map(majority_key, table.metrics) if m])),
                    out_dir / "ablation_jobs.csv")
@@ -90,10 +107,12 @@ def _plot_study(study: StudySummary, out_dir: Path) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Ablation table (Markdown, CSV, PNG) of a Hydra sweep or W&B group.")
     parser.add_argument("--sweep", type=Path, help="sweep dir multirun/<task>/<date_time> (default: the newest)")
-    parser.add_argument("--metrics", help="comma-separated metric keys (default: every eval/<dataset>/accuracy, "
-                                          "plus format_rate and mean_completion_tokens of the first dataset)")
+    parser.add_argument("--metrics", help="comma-separated metric keys (default: the table's stored selection, else "
+                                          "every eval/<dataset>/accuracy plus format_rate and "
+                                          "mean_completion_tokens of the first dataset; 'default' resets to that)")
     parser.add_argument("--baseline", help='the setting Δ is measured against, e.g. "lora.rank=32,reward=recipe" '
-                                           "(default: the first setting in sweep order)")
+                                           "(default: the table's stored baseline, else the first setting in sweep "
+                                           "order; 'default' resets to that)")
     parser.add_argument("--out", type=Path, help="output dir (default: <sweep>/ablation, or ablation-wandb/<group>)")
     parser.add_argument("--multirun-root", type=Path, default=Path("multirun"), help="where to look for sweeps")
     parser.add_argument("--wandb-group", help="read the runs of this W&B group instead of results.json files")
@@ -125,6 +144,20 @@ def _rows_and_source(args: argparse.Namespace) -> tuple[list[JobRow], str, Path 
     return rows, str(sweep), sweep
 
 
+def _selection(args: argparse.Namespace, stored: Path) -> dict[str, str | None]:
+    """--metrics and --baseline as given, else as stored beside the table by the last run ('default': none)."""
+    try:
+        previous = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else {}
+    except json.JSONDecodeError as error:
+        raise AblationError(f"{stored} is not valid JSON ({error}): delete it or pass --metrics/--baseline") from error
+    chosen = {}
+    for key in ("metrics", "baseline"):
+        given = getattr(args, key)
+        value = previous.get(key) if given is None else given
+        chosen[key] = None if value in (None, "", "default") else str(value)
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     """The CLI: prints the Markdown report to stdout and the written files to stderr. Exit 2: nothing to show."""
     args = parse_args(argv)
@@ -133,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         sweeper = read_sweeper_config(sweep) if sweep is not None else {}
         study = load_study_summary(sweep, sweeper) if is_optuna(sweeper) else None
         out_dir = args.out or (sweep / "ablation" if sweep is not None else Path("ablation-wandb") / args.wandb_group)
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-        baseline = parse_overrides(split_override_dirname(args.baseline)) if args.baseline else None
+        selection = _selection(args, out_dir / SELECTION)
+        metrics = [m.strip() for m in selection["metrics"].split(",") if m.strip()] if selection["metrics"] else None
+        baseline = parse_overrides(split_override_dirname(selection["baseline"])) if selection["baseline"] else None
         text, files = build_report(rows, out_dir, source, metrics, baseline, study)
+        (out_dir / SELECTION).write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
     except AblationError as error:
         print(f"ablation-table: {error}", file=sys.stderr)
         return 2

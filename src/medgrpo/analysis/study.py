@@ -32,9 +32,14 @@ def is_optuna(sweeper: dict) -> bool:
 
 def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
     """The study's storage URL, with ${hydra.sweep.dir} filled in and a moved sweep's sqlite file found beside it.
+    storage null is what our sweeper turns into <sweep dir>/optuna.db (hydra_plugins.medgrpo_optuna).
     Raises AblationError when it cannot be opened (never lets Optuna create an empty database)."""
     if not storage:
-        raise AblationError("hydra.sweeper.storage is null: the study lived in memory only")
+        default = Path(sweep_dir) / "optuna.db"
+        if not default.is_file():
+            raise AblationError(f"hydra.sweeper.storage is null and there is no {default}: the study lived in "
+                                "memory only (another sweeper), or its database was moved away")
+        return f"sqlite:///{default.resolve()}"
     resolved = Path(sweep_dir).resolve()
     url = str(storage).replace("${hydra.sweep.dir}", str(resolved)).replace("${hydra:sweep.dir}", str(resolved))
     if "${" in url:

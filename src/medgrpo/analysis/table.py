@@ -1,8 +1,13 @@
 """Group jobs into settings (the overrides that vary between jobs, seed excluded) and summarise each metric
 over seeds: mean, 95% CI, n, and the difference to a baseline setting.
 
-The CI is a Student t-interval over seeds when a setting has several jobs; with one job it is that job's own
-eval interval (<metric>_ci_low/_ci_high, Wilson over eval items), so that a single run is not shown as exact.
+The CI is a Student t-interval over seeds when a setting has several jobs, clipped to [0, 1] for rates
+(accuracies, format and truncation rates); with one job it is that job's own eval interval
+(<metric>_ci_low/_ci_high: Wilson on the item-clustered sample size, see medgrpo.evaluation.metrics), so that a
+single run is not shown as exact. Seeds that all give the same value have no spread to build an interval from:
+the job's eval interval stands in, and the cell says so ("3 seeds identical, 8 items"), never [x, x].
+For accuracies the difference to the baseline is paired, item by item, from the predictions files, with a
+bootstrap CI and p-value (medgrpo.analysis.stats); otherwise it is the difference of the means.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 
 from medgrpo.analysis import AblationError
 from medgrpo.analysis.jobs import JobRow
+from medgrpo.analysis.stats import PREDICTION_FIELDS, PairedDelta, item_scores, paired_delta, predictions_file
 
 # Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30; beyond, a Cornish-Fisher series (error < 1e-4).
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -42,7 +48,8 @@ def short_value(value: str) -> str:
 
 @dataclass
 class Stat:
-    """A metric of one setting. ci_source: "seeds" (t over n > 1 jobs), "eval" (one job's own CI) or None."""
+    """A metric of one setting. ci_source: "seeds" (t over n > 1 jobs), "eval" (a job's own CI) or None.
+    note: why the seeds gave no interval of their own ("3 seeds identical, 8 items")."""
 
     mean: float
     n: int
@@ -50,17 +57,34 @@ class Stat:
     ci_low: float | None = None
     ci_high: float | None = None
     ci_source: str | None = None
+    note: str | None = None
 
 
-def summarize(values: list[float], eval_ci: tuple[float, float] | None = None) -> Stat:
-    """Mean and 95% CI of one metric over a setting's jobs (eval_ci: the single job's own interval)."""
+def is_rate(metric: str) -> bool:
+    """Metrics bounded by [0, 1]: accuracies, maj@k / pass@k, format and truncation rates, the majority baseline."""
+    name = metric.rsplit("/", 1)[-1]
+    return name in PREDICTION_FIELDS or name == "majority_baseline" or name.endswith("_rate") \
+        or name.startswith(("maj@", "pass@"))
+
+
+def summarize(values: list[float], eval_ci: tuple[float, float] | None = None, bounded: bool = False,
+              n_items: int | None = None) -> Stat:
+    """Mean and 95% CI of one metric over a setting's jobs (eval_ci: a job's own interval; bounded: clip the
+    seed interval to [0, 1]; n_items: eval items per job, named when seeds show no spread)."""
     mean = statistics.fmean(values)
+    note = None
     if len(values) > 1:
-        half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-        return Stat(mean, len(values), values, mean - half, mean + half, "seeds")
+        spread = statistics.stdev(values)
+        if spread > 0:
+            half = t_quantile_975(len(values) - 1) * spread / math.sqrt(len(values))
+            low, high = mean - half, mean + half
+            if bounded:
+                low, high = max(0.0, low), min(1.0, high)
+            return Stat(mean, len(values), values, low, high, "seeds")
+        note = f"{len(values)} seeds identical" + (f", {n_items} items" if n_items else "")
     if eval_ci is not None:
-        return Stat(mean, 1, values, eval_ci[0], eval_ci[1], "eval")
-    return Stat(mean, len(values), values)
+        return Stat(mean, len(values), values, eval_ci[0], eval_ci[1], "eval", note)
+    return Stat(mean, len(values), values, note=note)
 
 
 def majority_key(metric: str) -> str | None:
@@ -103,6 +127,7 @@ class Setting:
     jobs: list[JobRow]
     stats: dict[str, Stat] = field(default_factory=dict)
     deltas: dict[str, float] = field(default_factory=dict)
+    paired: dict[str, PairedDelta] = field(default_factory=dict)  # accuracies: Δ with CI and p from predictions
 
     @property
     def label(self) -> str:
@@ -116,23 +141,27 @@ class Setting:
 
     @property
     def status(self) -> str:
-        """"ok" (every job), "partial", "failed" (no result, some failed) or "missing" (no job wrote results)."""
-        ok, failed = self.count("ok"), self.count("failed")
+        """"ok" (every job), "partial", else the first of failed / killed / interrupted / running that any job
+        has, else "missing" (no job wrote results)."""
+        ok = self.count("ok")
         if ok == len(self.jobs):
             return "ok"
         if ok:
             return "partial"
-        return "failed" if failed else "missing"
+        return next((s for s in ("failed", "killed", "interrupted", "running") if self.count(s)), "missing")
 
     @property
     def problems(self) -> str:
-        """'1 failed (ValueError: bad lr); 1 missing' — error messages counted, first line, shortened."""
-        errors = Counter((job.error or "no error message").splitlines()[0][:100]
-                         for job in self.jobs if job.status == "failed")
+        """'1 failed (ValueError: bad lr); 1 killed (...); 1 missing' — errors counted, first line, shortened."""
         parts = []
-        if errors:
-            detail = "; ".join(f"{c}× {e}" if c > 1 else e for e, c in errors.items())
-            parts.append(f"{self.count('failed')} failed ({detail})")
+        for status in ("failed", "killed", "interrupted"):
+            errors = Counter((job.error or "no error message").splitlines()[0][:100]
+                             for job in self.jobs if job.status == status)
+            if errors:
+                detail = "; ".join(f"{c}× {e}" if c > 1 else e for e, c in errors.items())
+                parts.append(f"{self.count(status)} {status} ({detail})")
+        if self.count("running"):
+            parts.append(f"{self.count('running')} running")
         if self.count("missing"):
             parts.append(f"{self.count('missing')} missing (no result: crashed hard or still running)")
         return "; ".join(parts)
@@ -182,11 +211,34 @@ def aggregate(rows: list[JobRow], metrics: list[str], baseline: dict[str, str] |
                 single = have[0].metrics
                 eval_ci = (single[f"{metric}_ci_low"], single[f"{metric}_ci_high"]) \
                     if f"{metric}_ci_low" in single and f"{metric}_ci_high" in single else None
-                setting.stats[metric] = summarize([job.metrics[metric] for job in have], eval_ci)
+                n_items = single.get(f"{metric.rsplit('/', 1)[0]}/n_items")
+                setting.stats[metric] = summarize([job.metrics[metric] for job in have], eval_ci, is_rate(metric),
+                                                  int(n_items) if n_items else None)
         settings.append(setting)
     chosen = _pick_baseline(settings, swept, baseline)
     if chosen is not None:
         for setting in settings:
             setting.deltas = {m: setting.stats[m].mean - chosen.stats[m].mean
                               for m in metrics if m in setting.stats and m in chosen.stats}
+        _paired_deltas(settings, chosen, metrics)
     return AblationTable(settings, metrics, swept, fixed_overrides(rows), chosen)
+
+
+def _job_scores(job: JobRow, metric: str) -> dict[str, float] | None:
+    path = predictions_file(job.path, metric) if job.path is not None else None
+    if path is None or not path.is_file():
+        return None
+    return item_scores(path, PREDICTION_FIELDS[metric.rsplit("/", 1)[-1]])
+
+
+def _paired_deltas(settings: list[Setting], baseline: Setting, metrics: list[str]) -> None:
+    """Accuracy deltas to the baseline, paired by item over the jobs' predictions (where every side has them)."""
+    for metric in metrics:
+        if metric.rsplit("/", 1)[-1] not in PREDICTION_FIELDS:
+            continue
+        scores = {id(s): [x for job in s.jobs if job.status == "ok" and (x := _job_scores(job, metric)) is not None]
+                  for s in settings}
+        for setting in settings:
+            if setting is not baseline and (paired := paired_delta(scores[id(baseline)], scores[id(setting)])):
+                setting.paired[metric] = paired
+                setting.deltas[metric] = paired.delta
