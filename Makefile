@@ -4,6 +4,7 @@
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make bench           benchmarks -> benchmarks/results/*.json
 #   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep)
+#   make gpu-check       (GPU, in the env of make install-gpu) the GPU path end to end in <= 8 minutes
 #   make export RUN=<job dir>  LoRA adapter + merged 16-bit model (+ GGUF with FORMATS=lora,merged,gguf)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -17,7 +18,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu demo export test test-fast bench ablation-table lint clean
+.PHONY: install install-gpu gpu-check demo export test test-fast bench ablation-table lint clean
 
 install: $(STAMP)
 
@@ -32,11 +33,18 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, trl, medgrpo; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
-# GPU machines, inside the conda env from environment.yml (torch there is the CUDA build).
+# GPU machines, inside the conda env from environment.yml (Python 3.11). requirements/gpu.lock pins every package
+# (torch is the CUDA build; its header explains the certifi pin): --no-deps installs exactly it, no resolver step.
 install-gpu:
-	python -m pip install -e '.[gpu,dev]'
+	python -m pip install --no-deps -r requirements/gpu.lock
+	python -m pip install --no-deps -e .
 	python -m pip install --no-deps hydra-optuna-sweeper==1.3.0
-	python -c "import torch, unsloth, vllm; assert torch.cuda.is_available(), 'no CUDA device visible'"
+	python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; import unsloth, vllm"
+
+# The GPU path end to end in <= 8 minutes on one GPU, no network: GRPO (hf, unsloth, unsloth+vLLM), eval-only from
+# the adapter through each engine, export, a 2-job sweep. One JSON line per step; exits non-zero without CUDA.
+gpu-check:
+	python scripts/gpu_check.py
 
 # A 2x2 grid on the tiny model (CPU, W&B offline), then its ablation table: s1 budget forcing (thinking capped at 8
 # or 24 tokens) x LoRA rank 4 or 8. The random model's accuracy is 0 everywhere (read it beside the majority
@@ -65,7 +73,7 @@ export: install
 	$(PY) -m medgrpo.export $(RUN) --formats $(or $(FORMATS),lora,merged)
 
 lint: install
-	$(VENV)/bin/ruff check src tests analysis benchmarks
+	$(VENV)/bin/ruff check src tests analysis benchmarks scripts
 
 clean:
 	rm -rf outputs multirun .cache/tiny-model
