@@ -9,11 +9,14 @@
 Each job writes results.json, predictions/*.jsonl and the LoRA adapter to its output directory, and returns the
 configured objective (cfg.objective) to the sweeper.
 """
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 import medgrpo.config  # noqa: F401  (registers the resolvers the Hydra config uses)
 from medgrpo.pipeline import run_job
+from medgrpo.secrets import secret_overrides_message
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -22,4 +25,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refusal = secret_overrides_message(sys.argv[1:])  # before Hydra writes .hydra/ or names the job folder
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(2)
     main()

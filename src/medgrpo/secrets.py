@@ -96,3 +96,10 @@ class RedactUrlPasswords(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
+
+
+def mask_url_passwords_in_logs(*loggers: logging.Logger) -> None:
+    """Attach RedactUrlPasswords to each logger once (module code may run more than once under Hydra)."""
+    for logger in loggers:
+        if not any(isinstance(f, RedactUrlPasswords) for f in logger.filters):
+            logger.addFilter(RedactUrlPasswords())

@@ -6,7 +6,9 @@ results), and finds a bad storage URL or objective only after the first trial. T
 and the objective before any trial runs, makes SQLite paths absolute (so a resumed study finds its file),
 continues job numbering after the trials already stored, and ends an all-failed study with a clear message
 instead of a traceback. Failed trials (an exception, OOM or a NaN objective: medgrpo jobs return None then) are
-recorded as FAIL by the upstream code and the study goes on.
+recorded as FAIL by the upstream code and the study goes on. A storage URL's password is masked in every message
+and log line (the upstream sweeper logs the URL as it is); pass it from the environment:
+hydra.sweeper.storage='${oc.env:MEDGRPO_OPTUNA_STORAGE}'.
 
 No `from __future__ import annotations` here: Hydra executes plugin modules outside sys.modules, where
 dataclasses cannot resolve string annotations.
@@ -19,11 +21,13 @@ from typing import Any, List, Optional
 import optuna
 from hydra.core.config_store import ConfigStore
 from medgrpo.config import check_objective, objective_keys
+from medgrpo.secrets import mask_url_passwords_in_logs, redact_url_passwords
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
 log = logging.getLogger(__name__)
+mask_url_passwords_in_logs(log, logging.getLogger(OptunaSweeperImpl.__module__))  # upstream logs "Storage: <url>"
 
 
 def storage_url(storage: Optional[str], sweep_dir: str) -> str:
@@ -61,7 +65,9 @@ class _ResilientImpl(OptunaSweeperImpl):
         try:  # connect now: an unreachable database must fail before the first trial, not after it
             existing = optuna.get_all_study_summaries(storage=self.storage)
         except Exception as error:  # noqa: BLE001 - any driver error means the same thing here
-            raise ValueError(f"hydra.sweeper.storage: cannot open '{self.storage}': {error}") from error
+            # from None: the driver's own exception may quote the URL, password and all
+            raise ValueError(redact_url_passwords(f"hydra.sweeper.storage: cannot open '{self.storage}': {error}")) \
+                from None
         previous = next((s.n_trials for s in existing if s.study_name == self.study_name), 0)
         if previous:
             log.info("Resuming study '%s' with %d trials already stored", self.study_name, previous)
