@@ -247,3 +247,101 @@ def test_optuna_study_missing_parts_are_explained(tmp_path):
     assert "storage file not found" in gone.error and not (tmp_path / "moved.db").exists()
     in_memory = load_study_summary(tmp_path, {"storage": None, "study_name": "x"})
     assert "in memory only" in in_memory.error
+
+
+def write_predictions(job: Path, outcomes: list[list[bool]]) -> None:
+    """predictions/pubmedqa.jsonl as evaluation writes it: one line per sample, the samples of an item share its id."""
+    (job / "predictions").mkdir()
+    lines = [{"id": f"pubmed:{item}", "sample": sample, "correct": ok, "correct_strict": ok}
+             for item, samples in enumerate(outcomes) for sample, ok in enumerate(samples)]
+    (job / "predictions" / "pubmedqa.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.fixture
+def paired_sweep(tmp_path) -> Path:
+    """`-m lora.rank=4,8 seed=1,2`, 5 items x 2 samples: rank 4 wrong on every sample, rank 8 right on every
+    sample, on both seeds (so each setting's seeds agree exactly)."""
+    sweep = tmp_path / "multirun" / "grpo" / SWEEP_NAME
+    for num, (rank, seed) in enumerate(itertools.product(["4", "8"], [1, 2])):
+        right = rank == "8"
+        job = write_job(sweep, num, [f"lora.rank={rank}", f"seed={seed}"], float(right),
+                        ci=(0.565, 1.0) if right else (0.0, 0.435))
+        write_predictions(job, [[right, right] for _ in range(5)])
+    for job in sweep.iterdir():  # 5 items per job
+        results = json.loads((job / "results.json").read_text())
+        results["metrics"]["eval/pubmedqa/n_items"] = 5.0
+        (job / "results.json").write_text(json.dumps(results))
+    return sweep
+
+
+def test_paired_delta_ci_and_p_value_from_predictions(paired_sweep, capsys):
+    assert main(["--sweep", str(paired_sweep), "--metrics", "eval/pubmedqa/accuracy,eval/pubmedqa/format_rate"]) == 0
+    stdout = capsys.readouterr().out
+    acc = "eval/pubmedqa/accuracy"
+    rows = read_csv(paired_sweep / "ablation" / "ablation.csv")
+    rank8 = rows["lora.rank=8"]
+    # every item flips from wrong to right on every seed: each resample gives Δ = 1; p = 1 / (10,000 + 1)
+    assert [float(rank8[f"{acc}_{c}"]) for c in ("delta", "delta_ci_low", "delta_ci_high")] == pytest.approx([1, 1, 1])
+    assert float(rank8[f"{acc}_p_value"]) == pytest.approx(1 / 10001)
+    assert rank8[f"{acc}_delta_n_items"] == "5"
+    assert rows["lora.rank=4"][f"{acc}_p_value"] == ""  # the baseline itself
+    assert "eval/pubmedqa/format_rate_p_value" not in rank8  # Δ of other metrics: difference of means only
+    assert "| lora.rank=8 | 2 | 1.000 [0.565, 1.000]† (2 seeds identical, 5 items) | +1.000* [+1.000, +1.000] " \
+           "| 0.0001 |" in stdout
+    assert "Δ of accuracies: paired bootstrap over items and seeds" in stdout
+    # identical seeds, no eval interval: the cell says why there is none instead of printing [0.900, 0.900]
+    assert "0.900 (2 seeds identical, 5 items; no interval)" in stdout
+    assert rank8["eval/pubmedqa/format_rate_ci_source"] == "none (2 seeds identical, 5 items)"
+
+
+def test_rerunning_keeps_the_selection_and_removes_stale_plots(grid_sweep, capsys):
+    out = grid_sweep / "ablation"
+    assert main(["--sweep", str(grid_sweep), "--metrics", "eval/pubmedqa/accuracy,train/reward"]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["--sweep", str(grid_sweep)]) == 0  # what `make ablation-table` runs
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".png"} == \
+        {name: data for name, data in first.items() if not name.endswith(".png")}
+    assert sorted(p.name for p in out.glob("*.png")) == ["eval_pubmedqa_accuracy.png", "train_reward.png"]
+    assert main(["--sweep", str(grid_sweep), "--metrics", "default"]) == 0
+    assert "train_reward.png" not in {p.name for p in out.iterdir()}  # no longer shown: removed
+    assert "eval_pubmedqa_format_rate.png" in {p.name for p in out.iterdir()}
+    assert json.loads((out / "selection.json").read_text())["metrics"][0] == "eval/pubmedqa/accuracy"
+    capsys.readouterr()
+
+
+def test_a_job_killed_with_sigkill_shows_as_killed(tmp_path, capsys):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from medgrpo.analysis.jobs import summarize_sweep
+
+    sweep = tmp_path / "multirun" / "grpo" / SWEEP_NAME
+    write_job(sweep, 0, ["lora.rank=4"], 0.5)
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    states = {1: ("lora.rank=8", victim.pid), 2: ("lora.rank=16", os.getpid())}  # dead / alive (this test)
+    for num, (override, pid) in states.items():
+        job = write_job(sweep, num, [override])
+        (job / "results.json").write_text(json.dumps({"status": "running", "pid": pid, "overrides": [override],
+                                                      "host": {"python": "3", "name": socket.gethostname()}}))
+    summary = summarize_sweep(sweep)
+    assert summary["ok"] == ["0_lora.rank=4"] and summary["running"] == ["2_lora.rank=16"]
+    assert summary["killed"] == [f"1_lora.rank=8: killed: results.json says running, but process {victim.pid} "
+                                 "is gone"]
+    assert main(["--sweep", str(sweep)]) == 0
+    stdout = capsys.readouterr().out
+    assert "| lora.rank=8 | 0 | killed | — |" in stdout and "1 killed (killed: results.json" in stdout
+    assert "| lora.rank=16 | 0 | running | — |" in stdout
+    rows = read_csv(sweep / "ablation" / "ablation.csv")
+    assert (rows["lora.rank=8"]["status"], rows["lora.rank=8"]["n_killed"]) == ("killed", "1")
+
+
+def test_null_storage_reads_the_sweeps_optuna_db(tmp_path):
+    make_study(tmp_path / "optuna.db", "tiny", n_trials=3, fail_at=1)
+    summary = load_study_summary(tmp_path, {"storage": None, "study_name": "tiny"})
+    assert summary.error is None and summary.state_counts == {"COMPLETE": 2, "FAIL": 1}
+    assert summary.storage == f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"

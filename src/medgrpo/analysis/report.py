@@ -144,18 +144,18 @@ def _rows_and_source(args: argparse.Namespace) -> tuple[list[JobRow], str, Path 
     return rows, str(sweep), sweep
 
 
-def _selection(args: argparse.Namespace, stored: Path) -> dict[str, str | None]:
-    """--metrics and --baseline as given, else as stored beside the table by the last run ('default': none)."""
+def _selection(args: argparse.Namespace, stored: Path) -> dict:
+    """{"metrics": [keys] or None, "baseline": "k=v,..." or None}: each option as given, else as the last run
+    stored it beside the table; 'default' (or nothing anywhere) gives None, the default choice."""
     try:
         previous = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else {}
     except json.JSONDecodeError as error:
         raise AblationError(f"{stored} is not valid JSON ({error}): delete it or pass --metrics/--baseline") from error
-    chosen = {}
-    for key in ("metrics", "baseline"):
-        given = getattr(args, key)
-        value = previous.get(key) if given is None else given
-        chosen[key] = None if value in (None, "", "default") else str(value)
-    return chosen
+    metrics = previous.get("metrics") if args.metrics is None else args.metrics
+    if isinstance(metrics, str):
+        metrics = None if metrics.strip() == "default" else [m.strip() for m in metrics.split(",") if m.strip()]
+    baseline = previous.get("baseline") if args.baseline is None else args.baseline
+    return {"metrics": metrics or None, "baseline": None if baseline in (None, "", "default") else str(baseline)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         study = load_study_summary(sweep, sweeper) if is_optuna(sweeper) else None
         out_dir = args.out or (sweep / "ablation" if sweep is not None else Path("ablation-wandb") / args.wandb_group)
         selection = _selection(args, out_dir / SELECTION)
-        metrics = [m.strip() for m in selection["metrics"].split(",") if m.strip()] if selection["metrics"] else None
+        selection["metrics"] = selection["metrics"] or default_metrics(rows)
         baseline = parse_overrides(split_override_dirname(selection["baseline"])) if selection["baseline"] else None
-        text, files = build_report(rows, out_dir, source, metrics, baseline, study)
+        text, files = build_report(rows, out_dir, source, selection["metrics"], baseline, study)
         (out_dir / SELECTION).write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
     except AblationError as error:
         print(f"ablation-table: {error}", file=sys.stderr)
