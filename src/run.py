@@ -1,7 +1,7 @@
 """The medgrpo entrypoint: GRPO training then evaluation, configured by Hydra (conf/).
 
     python src/run.py                                   # the default recipe (GPU, downloads Qwen2.5-3B)
-    python src/run.py model=tiny                        # CPU, no download: tiny random model + bundled data
+    python src/run.py preset=tiny                       # CPU, no download: tiny random model + bundled data
     python src/run.py -m reward=weighted lora.rank=32,64   # a grid sweep, one job per combination
     python src/run.py -m hparams_search=pubmedqa_optuna   # an Optuna study
     python src/run.py --help                            # config groups and their options
@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import medgrpo.config  # noqa: F401  (registers the resolvers the Hydra config uses)
+from medgrpo.config import canonical_overrides  # importing medgrpo.config registers resolvers and schemas
 from medgrpo.pipeline import run_job
 from medgrpo.secrets import secret_overrides_message
 
@@ -29,4 +29,5 @@ if __name__ == "__main__":
     if refusal:
         print(refusal, file=sys.stderr)
         sys.exit(2)
+    sys.argv[1:] = canonical_overrides(sys.argv[1:])
     main()

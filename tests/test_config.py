@@ -1,7 +1,11 @@
 """Config composition (Hydra compose API) and the checks that run before any model loads."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import ListConfig, OmegaConf
 
 from medgrpo.config import check_output_dir, compose_config, validate
 from medgrpo.errors import ConfigError
@@ -28,12 +32,62 @@ def test_tiny_preset_selects_cpu_sized_groups_and_command_line_wins(tmp_path):
     validate(cfg)
 
 
-@pytest.mark.parametrize("group", ["reward", "budget", "logger", "model", "backend"])
-def test_every_option_of_a_group_composes(group, tmp_path):
-    options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-    assert options
-    for option in options:
-        compose_config("preset=tiny", f"{group}={option}", output_dir=tmp_path)
+# Groups with their own tests (hparams_search, experiment) or no options to choose (hydra, paths) stay out.
+GROUPS = sorted(p.name for p in (ROOT / "conf").iterdir()
+                if p.is_dir() and p.name not in ("hydra", "paths", "hparams_search", "experiment"))
+OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((ROOT / "conf" / group).glob("*.yaml"))]
+# Options that cannot run on the CPU preset are still composed; they are validated only where they can run.
+NEEDS_GPU_OR_HUB = {("lora", "r64"), ("grpo", "recipe"), ("backend", "unsloth"), ("model", "qwen2.5-3b"),
+                    ("model", "qwen3-1.7b"), ("model", "llama3.2-3b")}
+
+
+def test_the_option_list_is_read_from_conf():
+    assert {"model", "data", "prompt", "reward", "lora", "grpo", "budget", "eval", "backend", "logger",
+            "preset"} <= set(GROUPS)
+    assert ("prompt", "think") in OPTIONS and ("data", "shared") in OPTIONS and ("grpo", "tiny") in OPTIONS
+
+
+@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path):
+    cfg = compose_config("preset=tiny", f"{group}={option}", output_dir=tmp_path)
+    if (group, option) in NEEDS_GPU_OR_HUB:
+        return
+    if (group, option) == ("data", "shared") and not (ROOT.parent / "shared" / "data").is_dir():
+        pytest.skip("data=shared reads ../shared/data, which is not beside this checkout")
+    validate(cfg)
+
+
+def test_inherited_variants_keep_their_base_and_state_only_what_differs(tmp_path):
+    recipe = compose_config(output_dir=tmp_path)
+    tiny = compose_config("preset=tiny", output_dir=tmp_path)
+    # grpo/tiny inherits the recipe: keys it does not restate are the recipe's.
+    assert (tiny.grpo.adam_beta2, tiny.grpo.loss_type, tiny.grpo.beta) == (0.99, "dapo", 0.0)
+    assert (tiny.grpo.max_steps, tiny.grpo.optim) == (8, "adamw_torch")
+    assert set(tiny.grpo) == set(recipe.grpo) and set(tiny.eval) == set(recipe.eval)
+    assert (tiny.eval.top_p, tiny.eval.limit, tiny.eval.engine) == (1.0, 16, "hf")
+    assert (tiny.lora.dropout, tiny.lora.rank, tiny.lora.alpha) == (0.0, 8, 16)
+    offline = compose_config("logger=wandb_offline", output_dir=tmp_path).logger
+    assert (offline.mode, offline.project) == ("offline", "medgrpo")
+    hf = compose_config("backend=hf", output_dir=tmp_path).backend
+    assert (hf.name, hf.fast_inference, hf.gpu_memory_utilization) == ("hf", False, 0.5)
+    assert compose_config("model=qwen3-1.7b", output_dir=tmp_path).model.max_seq_length == 2048
+
+
+def test_a_typo_in_a_source_file_fails_at_composition(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    source = conf / "data" / "sources" / "gsm8k.yaml"
+    source.write_text(source.read_text().replace("  question: question", "  qestion: question"))
+    with pytest.raises(ConfigCompositionException, match="qestion"):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            compose("config", overrides=["preset=tiny"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "data" / "sources").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_source_file_uses_the_schema(path):
+    assert "- source_schema" in path.read_text()
 
 
 @pytest.mark.parametrize("override, key, expected", [
@@ -71,9 +125,21 @@ def test_every_experiment_composes_and_validates(name, tmp_path):
     cfg = compose_config("preset=tiny", f"+experiment={name}", output_dir=tmp_path)
     assert cfg.task_name == name
     validate(cfg)
+    # experiments/ is the `experiment` group through the search path: both spellings select the same study.
+    assert compose_config("preset=tiny", f"experiment={name}", output_dir=tmp_path) == cfg
+
+
+def test_conf_has_no_symlinks():
+    assert not [p for p in (ROOT / "conf").rglob("*") if p.is_symlink()]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml")))
-def test_every_hparams_search_composes(name, tmp_path):
-    cfg = compose_config(f"hparams_search={name}", output_dir=tmp_path)
-    assert str(cfg.objective if isinstance(cfg.objective, str) else cfg.objective[0]).startswith(("eval/", "train/"))
+def test_every_study_composes_to_its_own_objective_and_directions(name, tmp_path):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+    own = OmegaConf.load(ROOT / "conf" / "hparams_search" / f"{name}.yaml")
+    assert cfg.objective == own.objective
+    assert cfg.hydra.sweeper.direction == own.hydra.sweeper.direction
+    objectives = own.objective if isinstance(own.objective, ListConfig) else [own.objective]
+    directions = own.hydra.sweeper.direction
+    assert len(objectives) == (len(directions) if isinstance(directions, ListConfig) else 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from medgrpo.data.schema import register_source_schema
 from medgrpo.errors import ConfigError
 
 
@@ -25,7 +26,15 @@ def _dirname_suffix(override_dirname: str) -> str:
 if not OmegaConf.has_resolver("medgrpo.dirname_suffix"):
     OmegaConf.register_new_resolver("medgrpo.dirname_suffix", _dirname_suffix)
 
+register_source_schema()
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def canonical_overrides(overrides: list[str]) -> list[str]:
+    """'+experiment=x' -> 'experiment=x'. The defaults list has an `experiment` slot (so `experiment=x` works, as
+    in lightning-hydra-template), which Hydra refuses to append to; the older `+experiment=x` spelling keeps
+    working."""
+    return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
 
 
 def compose_config(*overrides: str, output_dir: str | Path) -> DictConfig:
@@ -35,7 +44,7 @@ def compose_config(*overrides: str, output_dir: str | Path) -> DictConfig:
     from omegaconf import open_dict
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+        cfg = compose("config", overrides=canonical_overrides(list(overrides)))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
