@@ -82,6 +82,8 @@ def test_numeric_lenient_free_text_hedge_is_wrong():
     ("No", "no"), ("no.", "no"), ("NO!", "no"), ("No - the effect was not significant", "no"),
     ("maybe", "maybe"), ("Maybe.", "maybe"), ("Final answer: Maybe", "maybe"), ("\\boxed{no}", "no"),
     ("The evidence supports the hypothesis, so the answer is no.", "no"),
+    # Was graded as a hedge: the "no" of "no difference" is an idiom, not a label, so a careful human reads yes.
+    ("Yes, there is no difference", "yes"),
 ])
 def test_yesno_answer_blocks_right(answer_block, gold):
     graded = grade(block(answer_block), gold, "yesno")
@@ -93,8 +95,7 @@ def test_yesno_answer_blocks_right(answer_block, gold):
     ("yesterday", "yes"), ("Maybelline", "maybe"), ("yes or no", "yes"), ("yes or no", "no"),
     ("yes/no/maybe", "maybe"), ("Yes, no, maybe", "yes"), ("Maybe yes", "yes"), ("Maybe yes", "maybe"),
     ("Yes. Or maybe no.", "yes"), ("", "yes"), ("no", "yes"), ("maybe", "no"),
-    # Conservative by design: a block naming two labels is a hedge even when a human might read "yes" here.
-    ("Yes, there is no difference", "yes"),
+    ("Yes, there is no difference", "no"),  # "no difference" is a determiner, not the label (issue 11)
 ])
 def test_yesno_answer_blocks_wrong(answer_block, gold):
     graded = grade(block(answer_block), gold, "yesno")

@@ -1,14 +1,81 @@
-"""Answer extraction per answer type, used through `medgrpo.grade` (grade, extract, Graded).
+"""The grader: finds a completion's final answer as a careful human grader would, and compares it with the gold.
+One grader behind the rewards, the evaluation and the CLI.
 
-Each answer-type module (numeric, yesno, choice) is a reader with the same functions:
+    from medgrpo.grading import grade
+    graded = grade(completion, "18", "numeric")   # answer types: numeric, yesno, choice, open
+    graded.correct_strict   # format-gated: the single <answer> block holds the right answer
+    graded.correct          # lenient: the final answer found as a careful human grader would
+
+    python -m medgrpo.grading --answer-type choice predictions.jsonl > graded.jsonl   ("-" reads stdin)
+    (python -m medgrpo.grade ... is the same command.)
+
+Where the final answer is (every answer type)
+- The text is NFKC-normalised first: full-width letters, digits and colons ("Ｂ", "Answer：B") read as plain ones.
+- Reasoning (<reasoning>/<think> ... close tag; a close tag without an opening one ends reasoning that began
+  in the prompt) is working, not an answer. A reasoning block that never closes (a truncated completion) gives no
+  answer. An <answer> block inside the reasoning is a draft: it earns nothing, strict or lenient.
+- Follow-up material never pays: a new turn or exercise the model invents after answering ("Question 2: ...
+  Answer: C", "### Human:", "<|im_start|>") and everything after it is ignored. A completion that opens by
+  echoing its prompt ("Context: ... Question: ... Answer: B") keeps that echo up to its first answer line.
+- strict: exactly one closed <answer>...</answer> outside the reasoning (and no other answer tag); its content is
+  read by the answer type's reader. Nothing outside the block counts.
+- lenient, with answer blocks: every block must give the same answer (blocks that disagree, an empty block, or
+  a block cut off mid-tag: no answer).
+- lenient, without answer blocks: the text after the reasoning. There the LAST answer statement counts ("the
+  answer is X", "Final answer: X", "Answer: X", a heading alone on its line ("## Final Answer" then X), a JSON
+  "answer" key, also in a ```json fence, "#### X", "\\boxed{X}"); a self-correction later in the text wins.
+  Without a statement: the answer type's fallback (below).
+- An announced answer is read by its first sentence, then as a whole, then as the one answer it asserts.
+- Never credit for hedging: two different labels, letters or numbers offered as the answer give no answer.
+- Never credit for negation or rejection: a mention negated in its clause ("not yes", "isn't 18", "rather than
+  C", "rule out B", "neither A nor B") or called wrong right after it ("C is incorrect", "Options A and D are
+  wrong", "B can be ruled out") is not an answer, and is no hedge either: "C, not D" is C.
+
+Per answer type
+- numeric (GSM8K): a number in any common notation ($1,234.50, 18 dollars, 25%, -3, 3/4, \\frac{3}{4}, 18.00),
+  compared as an exact value; scientific notation and powers are their value (1e3 = 1.5×10^3 / 1.5 = 1000,
+  10³ = 1000), never their mantissa. In an answer, "9 * 2 = 18" is the result after the last "="; several
+  numbers: the one the answer opens with. Fallback: the last number of the text (when rejected, the one before
+  it in the same sentence: "18, not 19"). "18 or 19", "17-19" are hedges.
+- yesno (PubMedQA): a label word (yes, no, maybe) standing as an answer: whole words only ("know", "Nobody",
+  "yesterday" are not labels), and "no" followed by a noun is a determiner, not the label ("There is no doubt",
+  "no significant difference"). Fallback: a label opening the text ("No. The cohort was too small ..."), else
+  the label the conclusion asserts (the last sentence, reading back over sentences that only reject a label);
+  an opening and a conclusion that differ are a hedge.
+- choice (multiple choice): one option letter ("B", "(B)", "B.", "**D) text**", "\\boxed{\\text{A}}", "Option
+  B", "OPTION B IS CORRECT", "D, X-linked dominant") or, when the options are known, the text of exactly one
+  option (case, hyphens and punctuation aside), also followed by an explanation ("Autosomal recessive, because
+  ..."). A letter whose text names another option ("A. <text of C>") is a hedge. Bare capital letters count only
+  in an announced answer, and not as an article or pronoun ("A patient", "I think"). Fallback: an answer opening
+  the text ("B. Autosomal recessive, because ...") unless the text lists the options line by line; else the
+  option the conclusion asserts (letter mentions, else option texts).
+- open (free text with a reference answer): the final answer text (the answer block, else all text after the
+  reasoning, stripped). correct and correct_strict are None: an LLM judge grades open answers elsewhere.
+
+Malformed input (empty, truncated, megabytes long, lone surrogates, not a string) is graded as no answer, never
+an exception; an invalid gold answer or answer type raises DataError (a data problem, not a model problem).
+Grading does not depend on set or dict iteration order (PYTHONHASHSEED): every choice among answers is ordered.
+
+Readers (numeric, yesno, choice, open_text) share one interface:
   normalise_gold(answer, options) -> canonical gold string (DataError if invalid)
   parse(text, options)    -> the answer a text gives when it is meant to be the answer (a block, a statement)
-  scan(text, options)     -> the one answer a text mentions
+  scan(text, options, announced=False) -> the one answer a text asserts (bare letters too when announced)
   fallback(text, options) -> the final answer of free text without an answer statement
   is_valid(extracted, options) -> whether an extracted answer is a possible label for the item
 parse/scan/fallback return a canonical string, None (no answer found) or text.AMBIGUOUS (several answers offered).
 """
-from medgrpo.grading import choice, numeric, yesno
+from medgrpo.grading.labels import ANSWER_TYPES, LETTERS, RULE_GRADED_TYPES, YESNO_LABELS
+from medgrpo.grading.core import (  # noqa: I001  (labels first: core checks its readers against them)
+    READERS,
+    Extraction,
+    Graded,
+    completion_text,
+    extract,
+    grade,
+    is_valid_answer,
+    options_tuple,
+)
+from medgrpo.grading.cli import grade_jsonl, main
 
-READERS = {"numeric": numeric, "yesno": yesno, "choice": choice}
-ANSWER_TYPES = tuple(READERS)
+__all__ = ["ANSWER_TYPES", "LETTERS", "READERS", "RULE_GRADED_TYPES", "YESNO_LABELS", "Extraction", "Graded",
+           "completion_text", "extract", "grade", "grade_jsonl", "is_valid_answer", "main", "options_tuple"]

@@ -1,6 +1,7 @@
-"""Multiple-choice answers: one option letter ("B", "(B)", "B.", "B)", "Answer: B", "option B") or, when the
-options are known, the text of exactly one option. Two letters, or a letter whose text names another option,
-is a hedge and gets no credit.
+"""Multiple-choice answers: one option letter ("B", "(B)", "B.", "B)", "D, X-linked dominant", "OPTION B IS
+CORRECT") or, when the options are known, the text of exactly one option. Two asserted letters, or a letter whose
+text names another option, is a hedge and gets no credit; a rejected letter ("C, not D", "Option C is incorrect")
+is never the answer and is no hedge.
 """
 from __future__ import annotations
 
@@ -8,29 +9,39 @@ import re
 from functools import lru_cache
 
 from medgrpo.errors import DataError
-from medgrpo.grading.text import AMBIGUOUS, clean, final_sentence
+from medgrpo.grading.labels import LETTERS
+from medgrpo.grading.text import AMBIGUOUS, clean, final_sentences, first_line, first_sentence, rejected
 
-LETTERS = "ABCDEFGHIJ"
 _LETTER_ONLY = re.compile(r"[(\[]?([A-Ja-j])[)\]]?[.):]?")
-# A letter with a separator, then more text: "B. Kidney", "(B) Kidney", "B: the kidney". A bare "A " is not a
-# letter: it is the article of "A protruding mandible".
-_LETTER_THEN_TEXT = re.compile(r"(?:[(\[]([A-J])[)\]]|([A-J])[.):])[.:]?\s+(\S.*)", re.DOTALL)
+# A letter with a separator, then more text: "B. Kidney", "(B) Kidney", "B: the kidney", "D, X-linked". A bare
+# "A " is not a letter: it is the article of "A protruding mandible".
+_LETTER_THEN_TEXT = re.compile(r"(?:[(\[]([A-J])[)\]]|([A-J])[.):,])[.:]?\s+(\S.*)", re.DOTALL)
 _LETTER_BECAUSE = re.compile(r"([A-J])\s+(?:because|since|as)\b")
-_HEDGE_START = re.compile(r"(?i:or|and|,|/|&)\s*[(\[]?[A-J]\b")
+# What follows a first letter when another is offered: "A, or B", "A / C", "A. B" (bare second letter).
+_HEDGE_START = re.compile(r"(?i:or|and|,|/|&)\s*[(\[]?[A-J]\b|[(\[]?[A-J]\b(?![ \t]+[a-z])")
 # Another letter offered after the first: "A. Or maybe B", "A (but possibly C)".
 _HEDGED_LETTER = re.compile(r"\b(?i:or|and|maybe|perhaps|possibly|also)\s+(?:(?i:maybe|perhaps|possibly|also)\s+)?"
                             r"[(\[]?([A-J])\b")
-# How free text points at an option. Upper case only: a lone "a" is an article.
+# How free text points at an option. Letters upper case only (a lone "a" is an article); keywords any case.
 _MENTION = re.compile(
     r"[(\[]([A-J])[)\]]"
-    r"|\b(?:[Oo]ption|[Cc]hoice|[Aa]nswer)\s+[(\[]?([A-J])\b"
-    r"|\*\*([A-J])[.)]?\*\*"
+    r"|\b(?i:option|choice|answer)\s+[(\[]?([A-J])\b"
+    r"|\*\*([A-J])[.):]?\*\*"
     r"|\b([A-J])\)"
-    r"|\b([A-J])\s+is\s+(?:the\s+)?(?:correct|right|best|answer)\b"
+    r"|\b([A-J])\s+(?i:is\s+(?:the\s+)?(?:correct|right|best|answer|most\s+likely|most\s+appropriate))\b"
     r"|^[ \t*_]*([A-J])[ \t*_]*[.):]?[ \t*_]*$",
     re.MULTILINE,
 )
+# In an announced answer ("the answer is not B, it is C") a bare capital letter is a mention too, unless a
+# lower-case word follows it the way one follows an article or a pronoun ("A patient", "I think").
+_BARE = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])(?![ \t]+(?!(?:because|since|as|is|and|or|not|but|rather)\b)"
+                   r"[a-z])")
+# Lines that start with letters, as when a model lists the options: then a first line "A. ..." is no answer.
+_OPTION_LINE = re.compile(r"^[ \t*_#]*[(\[]?([A-J])[.):\]]", re.MULTILINE)
+_HEDGE_WORD = re.compile(r"\W*(?:or|and|maybe|perhaps|possibly)\b")
+_OPTION_SEPARATOR = re.compile(r"\s*(?:[,.;:(\-–—]|\s(?:because|since|as|which)\b)")
 _MAX_SPANS = 16
+_MAX_MENTIONS = 64
 
 
 def normalise_gold(answer, options: tuple[str, ...] = ()) -> str:
@@ -42,7 +53,8 @@ def normalise_gold(answer, options: tuple[str, ...] = ()) -> str:
 
 
 def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
-    """The option chosen by an answer: a letter pattern or one option's exact text (case and punctuation aside)."""
+    """The option chosen by an answer: a letter pattern, one option's text (case and punctuation aside), or an
+    answer that starts with either and goes on to explain ("B. Autosomal recessive, because ...")."""
     text = clean(text)
     match = _LETTER_ONLY.fullmatch(text)
     if match:
@@ -61,36 +73,82 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
             return AMBIGUOUS  # "B. <text of option C>", "A, or B", "A. Or maybe B"
         return _checked(letter, options)
     match = _LETTER_BECAUSE.match(text)
-    return _checked(match[1], options) if match else None
+    if match:
+        return _checked(match[1], options)
+    return _option_opening(text, options) if options else None
 
 
-def scan(text: str, options: tuple[str, ...] = ()) -> str | object | None:
-    """The one option the text points at: letter mentions ("(B)", "option B", "B is correct"), else option texts."""
-    valid = _valid_letters(options)
-    letters = {next(group for group in match.groups() if group) for match in _MENTION.finditer(text)}
-    letters &= set(valid)
-    if len(letters) > 1:
+def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> str | object | None:
+    """The one option the text asserts: letter mentions ("(B)", "option B", "B is correct"; in an announced answer
+    also a bare "B"), else option texts. Rejected mentions do not count; several asserted options are a hedge."""
+    asserted, mentioned = _letter_mentions(text, options, announced)
+    if not mentioned and options:
+        asserted, mentioned = _option_mentions(text, options)
+    if len(asserted) > 1:
         return AMBIGUOUS
-    if letters:
-        return letters.pop()
-    return _option_mentioned(text, options) if options else None
+    return asserted[0] if asserted else None
 
 
 def fallback(text: str, options: tuple[str, ...] = ()) -> str | object | None:
-    """Free text without an answer statement: the option the final sentence points at ("So (B).")."""
-    return scan(final_sentence(text), options)
+    """Free text without an answer statement: an answer opening the text ("B. Because ...", "D, X-linked"), unless
+    the text lists the options; else the option its conclusion asserts ("So (B)."). An opening and a conclusion
+    that differ are a hedge."""
+    opening = None
+    if len(set(_OPTION_LINE.findall(text))) < 2:
+        line = first_line(text)
+        opening = parse(first_sentence(line), options)
+        if opening is None:
+            opening = parse(line, options)
+    conclusion = _conclusion(text, options)
+    if opening is None or opening is AMBIGUOUS:
+        return conclusion
+    return opening if conclusion in (None, opening) else AMBIGUOUS
 
 
 def is_valid(extracted: str, options: tuple[str, ...] = ()) -> bool:
     return extracted in _valid_letters(options)
 
 
+def _conclusion(text: str, options: tuple[str, ...]) -> str | object | None:
+    """What the last sentence asserts, reading back over closing sentences that only reject options."""
+    for sentence in final_sentences(text):
+        asserted, mentioned = _letter_mentions(sentence, options, False)
+        if not mentioned and options:
+            asserted, mentioned = _option_mentions(sentence, options)
+        if asserted:
+            return asserted[0] if len(asserted) == 1 else AMBIGUOUS
+        if not mentioned:
+            return None
+    return None
+
+
+def _letter_mentions(text: str, options: tuple[str, ...], announced: bool) -> tuple[list[str], bool]:
+    """The letters the text asserts (first-seen order, at most two: more is a hedge anyway) and whether it
+    mentions any valid letter, asserted or rejected."""
+    valid = _valid_letters(options)
+    asserted, mentioned = [], False
+    for pattern in (_MENTION, _BARE) if announced else (_MENTION,):
+        for count, match in enumerate(pattern.finditer(text)):
+            if count == _MAX_MENTIONS or len(asserted) > 1:
+                break  # a wall of letters is no answer, and costs no more than this
+            group = next(index for index in range(1, len(match.groups()) + 1) if match[index])
+            letter = match[group]
+            if letter not in valid or letter in asserted:
+                continue
+            mentioned = True
+            if not rejected(text, match.start(group), match.end(group)):
+                asserted.append(letter)
+    return asserted, mentioned
+
+
 def _offers_another_letter(text: str, letter: str) -> bool:
-    if _HEDGE_START.match(text) or _LETTER_ONLY.fullmatch(clean(text)):
+    if _HEDGE_START.match(text):
         return True
-    others = {next(group for group in match.groups() if group) for match in _MENTION.finditer(text)}
-    others |= {match[1] for match in _HEDGED_LETTER.finditer(text)}
-    return bool(others - {letter})
+    others = [match[group] for match in _MENTION.finditer(text)
+              for group in range(1, len(match.groups()) + 1) if match[group]
+              if not rejected(text, match.start(group), match.end(group))]
+    others += [match[1] for match in _HEDGED_LETTER.finditer(text) if not rejected(text, match.start(1), match.end(1))]
+    return any(other != letter for other in others)
 
 
 def _valid_letters(options: tuple[str, ...]) -> str:
@@ -101,8 +159,12 @@ def _checked(letter: str, options: tuple[str, ...]) -> str | None:
     return letter if letter in _valid_letters(options) else None
 
 
+_PUNCTUATION = re.compile(r"[-‐–—/_*`'\"“”‘’]+")
+
+
 def _norm(text: str) -> str:
-    return " ".join(text.lower().split()).strip(" .,;:!?*_'\"`")
+    """Lower case, hyphens and quotes as spaces, single spaces: "X-linked  Dominant." -> "x linked dominant"."""
+    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split()).strip(" .,;:!?")
 
 
 @lru_cache(maxsize=4096)
@@ -118,17 +180,34 @@ def _option_named(text: str, options: tuple[str, ...]) -> str | object | None:
     return hits[0] if hits else None
 
 
-def _option_mentioned(text: str, options: tuple[str, ...]) -> str | object | None:
-    """The option whose text occurs (as whole words) in the text; an option only contained in a longer mentioned
-    option ("paralysis" inside "paralysis and loss of taste") does not count separately."""
-    haystack = " ".join(text.lower().split())
+def _option_opening(text: str, options: tuple[str, ...]) -> str | None:
+    """The option whose full text opens the answer, followed by an explanation ("Autosomal recessive, because");
+    the longest such option, so "Paralysis and loss of taste" wins over "Paralysis"."""
+    key = _norm(text)
+    best = None
+    for letter, option in zip(LETTERS, _normalised_options(options)):
+        if option and key.startswith(option) and _OPTION_SEPARATOR.match(key, len(option)):
+            if best is None or len(option) > len(best[1]):
+                best = (letter, option)
+    if best is None or _HEDGE_WORD.match(key, len(best[1])):
+        return None  # "Bladder, or maybe kidney"
+    return best[0]
+
+
+def _option_mentions(text: str, options: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The options whose text the text asserts (as whole words, in order of appearance) and whether it mentions
+    any; an option only contained in a longer mentioned option ("paralysis" inside "paralysis and loss of
+    taste") does not count."""
+    haystack = _norm(text)
     spans = {letter: _whole_word_spans(haystack, option)
              for letter, option in zip(LETTERS, _normalised_options(options)) if option}
-    found = {letter for letter, own in spans.items()
-             if any(not _inside_another_option(span, letter, spans) for span in own)}
-    if len(found) > 1:
-        return AMBIGUOUS
-    return found.pop() if found else None
+    found = []
+    for letter, own in spans.items():
+        for span in own:
+            if not _inside_another_option(span, letter, spans):
+                found.append((span[0], letter, not rejected(haystack, *span)))
+    asserted = list(dict.fromkeys(letter for _, letter, is_asserted in sorted(found) if is_asserted))
+    return asserted, bool(found)
 
 
 def _inside_another_option(span: tuple[int, int], letter: str, spans: dict) -> bool:

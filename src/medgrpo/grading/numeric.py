@@ -1,8 +1,10 @@
 """Numeric answers (GSM8K): read a number whatever its notation, compare exact values.
 
 Accepted notations: thousands separators (1,234), currency and units ($18, 18 dollars, 25%), trailing zeros
-(18.00 = 18), negatives (-3, −3), simple fractions (3/4, \\frac{3}{4}), \\boxed{}. Values are kept as exact
-fractions and written back canonically ("18", "-3.5", "1/3"), so equal values give equal strings.
+(18.00 = 18), negatives (-3, −3), simple fractions (3/4, \\frac{3}{4}), \\boxed{}, scientific notation and
+powers (1e3, 1.5×10^3, 1.5 \\times 10^{3}, 10³, 2^10) read as their value, never as their mantissa. Values are
+kept as exact fractions and written back canonically ("18", "-3.5", "1/3"), so equal values give equal strings.
+A negated or rejected number ("not 18", "18 is wrong") is not an answer.
 """
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from fractions import Fraction
 from itertools import islice, pairwise
 
 from medgrpo.errors import DataError
-from medgrpo.grading.text import AMBIGUOUS, clean
+from medgrpo.grading.text import AMBIGUOUS, clean, rejected
 
 # A number not glued to a word or a decimal point on its left ("x2", "COVID19" and the "3" of "16-3" are not
 # negative or standalone numbers). Thousands groups need exactly three digits, so "1,23" is two numbers.
 _NUMBER = re.compile(
     r"(?<![\w.])(?P<sign>[-−])?\$?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<dec>\.\d+)?"
+    r"(?:[eE](?P<exp>[-+−]?\d{1,3})(?!\w)"
+    r"|\s*(?:[x×*·]|\\times|\\cdot)\s*10\s*(?:\^|\*\*)\s*\{?\s*(?P<exp10>[-+−]?\d{1,3})\s*\}?"
+    r"|\s*(?:\^|\*\*)\s*\{?(?P<power>\d{1,2})\}?(?![\d.]))?"
     r"(?:\s*/\s*(?P<den>\d+)(?![\d/.]))?"
 )
 # What joins two numbers offered as alternatives: "18 or 19", "17-19", "18, 19", "18 (or maybe 19)", "18. Or 19".
@@ -24,10 +29,12 @@ _ALTERNATIVE = re.compile(r"\s*[.,;:]?\s*\(?\s*(?:or|and|to|,|/|;|-|–|~)(?:\s+
                           re.IGNORECASE)
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\{\s*([-−]?\d+)\s*\}\{\s*(\d+)\s*\}")
 _MAX_DIGITS = 40  # longer digit runs are not answers (and int() refuses > 4300 digits)
+_MAX_EXPONENT = 100  # 1e100000 is not an answer, and its exact value would cost memory
 _MAX_NUMBERS = 64  # an answer with more numbers than this is not read as an answer
 _SCAN_WINDOW = 256
 _NUMBER_CHARS = frozenset("0123456789,.$-−/ ")
 _LETTER = re.compile(r"[^\W\d_]")
+_SENTENCE_BREAK = re.compile(r"[.!?;]\s|\n")
 
 
 def normalise_gold(answer, options: tuple[str, ...] = ()) -> str:
@@ -48,8 +55,11 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
     if "=" in text:
         text = text[text.rfind("=") + 1:]
     numbers = _numbers(text, limit=_MAX_NUMBERS + 1)
-    if not numbers or len(numbers) > _MAX_NUMBERS:
-        return None  # no number, or a wall of numbers that is not an answer (scan reads its end)
+    if len(numbers) > _MAX_NUMBERS:
+        return None  # a wall of numbers is not an answer (scan reads its end)
+    numbers = [(match, value) for match, value in numbers if not rejected(text, match.start(), match.end())]
+    if not numbers:
+        return None
     if len({value for _, value in numbers}) == 1:
         return canonical(numbers[0][1])
     if _offers_alternatives(text, numbers):
@@ -60,8 +70,9 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
     return None
 
 
-def scan(text: str, options: tuple[str, ...] = ()) -> str | object | None:
-    """The last number in the text, as a careful grader reads a worked solution; alternatives are ambiguous."""
+def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> str | object | None:
+    """The last number in the text, as a careful grader reads a worked solution; alternatives are ambiguous.
+    A rejected last number gives way to the one before it in the same sentence ("18, not 19"), else to none."""
     text = _prepare(text)
     window = _SCAN_WINDOW
     while True:  # read from the end: the last numbers are usually in the final line
@@ -83,6 +94,14 @@ def scan(text: str, options: tuple[str, ...] = ()) -> str | object | None:
     if not last_two:
         return None
     last, value = last_two[-1]
+    if rejected(text, last.start(), last.end()):
+        if len(last_two) < 2:
+            return None
+        previous, previous_value = last_two[0]
+        same_sentence = not _SENTENCE_BREAK.search(text, previous.end(), last.start())
+        if not same_sentence or rejected(text, previous.start(), previous.end()):
+            return None
+        return canonical(previous_value)
     if len(last_two) == 2:
         previous, previous_value = last_two[0]
         if previous_value != value and _ALTERNATIVE.fullmatch(text, previous.end(), last.start()):
@@ -134,6 +153,16 @@ def _value(match: re.Match) -> Fraction | None:
         if len(match["den"]) > _MAX_DIGITS or int(match["den"]) == 0:
             return None
         value /= int(match["den"])
+    exponent = match["exp"] or match["exp10"]
+    if exponent is not None:
+        exponent = int(exponent.replace("−", "-"))
+        if abs(exponent) > _MAX_EXPONENT:
+            return None
+        value *= Fraction(10) ** exponent
+    elif match["power"] is not None:
+        if len(digits) * int(match["power"]) > _MAX_EXPONENT:
+            return None
+        value **= int(match["power"])
     return -value if match["sign"] else value
 
 

@@ -1,12 +1,15 @@
-"""Locating the final answer inside a completion: answer blocks, the part after the reasoning, answer statements.
+"""Locating the final answer inside a completion: reasoning, answer blocks, follow-up material, answer statements,
+and whether a mention of an answer is asserted or rejected.
 
-These helpers know nothing about answer types; the readers in `numeric`, `yesno` and `choice` interpret the
-pieces they return. Every function here is linear in the completion's length (str.find / simple regexes with no
-nested quantifiers), so a megabyte of garbage costs milliseconds, never a hang.
+These helpers know nothing about answer types; the readers in `numeric`, `yesno`, `choice` and `open_text`
+interpret the pieces they return. Every function here is linear in the completion's length (str.find / simple
+regexes with no nested quantifiers), so a megabyte of garbage costs milliseconds, never a hang.
 """
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 
 from medgrpo.prompting import ANSWER_CLOSE, ANSWER_OPEN
 
@@ -25,60 +28,130 @@ class _Ambiguous:
 
 AMBIGUOUS = _Ambiguous()
 
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+_SUPERSCRIPT_RUN = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺]+")
+
+
+def normalise(text: str) -> str:
+    """Full-width and other compatibility characters as plain ones (NFKC: "Ｂ" -> "B", "：" -> ":"); superscript
+    exponents as "^3" first, because NFKC would glue them to the base ("10³" -> "103")."""
+    if text.isascii():
+        return text
+    text = _SUPERSCRIPT_RUN.sub(lambda run: "^" + run[0].translate(_SUPERSCRIPTS), text)
+    return unicodedata.normalize("NFKC", text).replace("⁄", "/")
+
+
+# ------------------------------------------------------------------------------------------- reasoning / blocks
+
+_THINK_TAG = re.compile(r"<(/?)(?:reasoning|think)>")
+
+
+def reasoning_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of every reasoning block: from an opening tag (or the start of the text, for chat templates
+    that put <think> in the prompt) to its closing tag; an unclosed block runs to the end of the text."""
+    spans, start = [], None
+    for tag in _THINK_TAG.finditer(text):
+        if not tag[1]:
+            start = tag.start() if start is None else start
+        else:
+            spans.append((spans[-1][1] if start is None and spans else start or 0, tag.end()))
+            start = None
+    if start is not None:
+        spans.append((start, len(text)))
+    return spans
+
+
+def text_after_reasoning(text: str, spans: list[tuple[int, int]]) -> str | None:
+    """Where a final answer belongs: after the last reasoning block. None when the reasoning never closed (a
+    truncated completion has given no answer); the whole text when there is no reasoning."""
+    if not spans:
+        return text
+    start, end = spans[-1]
+    return text[end:] if text.endswith(THINK_CLOSES, start, end) else None
+
+
+def answer_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, bool]]:
+    """(content, closed) for every `<answer>` outside the reasoning, in order. A block inside the reasoning is a
+    draft, not an answer. A block ends at `</answer>` (closed) or, if another `<answer>` or the end of the text
+    comes first, is unclosed."""
+    segments, position = [], 0
+    while (at := text.find(ANSWER_OPEN, position)) >= 0:
+        position = at + len(ANSWER_OPEN)
+        if any(start <= at < end for start, end in spans):
+            continue
+        next_open = text.find(ANSWER_OPEN, position)
+        end = text.find(ANSWER_CLOSE, position, next_open if next_open >= 0 else len(text))
+        if end >= 0:
+            segments.append((text[position:end], True))
+        else:
+            segments.append((text[position:next_open if next_open >= 0 else len(text)], False))
+    return segments
+
+
+# ------------------------------------------------------------------------------------------- follow-up material
+
+# A new turn or exercise that a model invents after answering: "Question 2:", "### Human:", "Q:", "<|im_start|>".
+_FOLLOW_UP = re.compile(
+    r"^[ \t>#*_]*(?:(?:next|new|another|follow[- ]?up|bonus|similar)\s+)?"
+    r"(?:question|q|problem|human|user|instruction|input|exercise|query|context|passage|abstract)"
+    r"[ \t]*\d*[ \t]*[*_]*[ \t]*[:.)\]]"
+    r"|<\|(?:im_start|im_end|user|eot_id|endoftext|end|start_header_id)\|>|</s>",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ANSWER_LINE = re.compile(r"^[ \t>#*_]*(?:final\s+|correct\s+)?answer\b", re.IGNORECASE | re.MULTILINE)
+
+
+def without_follow_up(text: str, start: int = 0) -> str:
+    """The text up to a follow-up the model made up after answering ("Question: ... Answer: C"), which must not
+    override the real answer. Searched from `start` (the end of the first reasoning block). A completion that
+    opens by echoing the prompt ("Context: ... Question: ... Answer: B") keeps its echo up to its first answer."""
+    first = _FOLLOW_UP.search(text, start)
+    if first is None:
+        return text
+    if not text[start:first.start()].strip():  # an echo of the prompt: follow-ups begin after its answer line
+        answer = _ANSWER_LINE.search(text, first.end())
+        if answer is None:
+            return text
+        first = _FOLLOW_UP.search(text, answer.end())
+        if first is None:
+            return text
+    return text[:first.start()]
+
+
+# ------------------------------------------------------------------------------------------- answer statements
+
 # Phrases with which people and models announce the final answer, each found from a keyword (searched from the
 # end with str.rfind: the LAST statement counts, and finding it costs what the text after it costs). A model may
 # correct itself: "... the answer is 16. Wait, I forgot the tip: the answer is 18." is 18.
 _STATEMENT_AT_KEYWORD = {
-    "answer": re.compile(r"answer[*_]*(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be)\b|\s*[:=])"),
-    "option": re.compile(r"option\s+is\b"),   # "the correct option is B"
-    "choice": re.compile(r"choice\s+is\b"),
+    # "the answer is", "Answer: B", JSON "answer": "B", and a heading alone on its line ("## Final Answer\nB")
+    "answer": re.compile(r"answer(?:[*_]*(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be)\b|\s*[:=])"
+                         r"|[\"']\s*:|[ \t*_#]*\r?\n)"),
+    "option": re.compile(r"option(?:\s+is\b|[\"']\s*:)"),   # "the correct option is B", JSON "option": "B"
+    "choice": re.compile(r"choice(?:\s+is\b|[\"']\s*:)"),
     "####": re.compile("####"),                  # GSM8K's own final line
     "\\boxed{": re.compile(r"\\boxed\{"),
 }
 _QUALIFIED = re.compile(r"(?:correct|right|best)\s+$")  # what must precede "option is" / "choice is"
+_HEADING_PREFIX = re.compile(r"[ \t>#*_]*(?:(?:the|my)\s+)?(?:final|correct|best)?[ \t*_]*$")
+_JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.){0,300})"')
 # Leading filler that adds nothing to an answer: "Answer: B", "The final answer is 18", "option B", "Choice (C)".
 _PREFIX = re.compile(
     r"(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?(?:answer|option|choice)\b[*_]*"
     r"\s*(?:is\b|would\s+be\b|[:=\-])?\s*",
     re.IGNORECASE,
 )
-_LATEX_WRAPPER = re.compile(r"\\(?:boxed|text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_LATEX_WRAPPER = re.compile(r"\\(?:boxed|text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 _STATEMENT_MAX_CHARS = 300
 
 
-def answer_segments(text: str) -> list[tuple[str, bool]]:
-    """(content, closed) for every `<answer>` in the text, in order.
-
-    A block ends at `</answer>` (closed) or, if another `<answer>` or the end of the text comes first, is unclosed.
-    """
-    segments = []
-    for segment in text.split(ANSWER_OPEN)[1:]:
-        end = segment.find(ANSWER_CLOSE)
-        segments.append((segment, False) if end < 0 else (segment[:end], True))
-    return segments
-
-
-def text_after_reasoning(text: str) -> str | None:
-    """The part of a completion where a final answer belongs: everything after the last reasoning close tag.
-
-    Text inside the reasoning is working, not an answer. A completion that opened a reasoning block and never
-    closed it (typically cut off by the token limit) has given no answer: None. Without reasoning tags the whole
-    text is the answer region.
-    """
-    close_at, close_tag = max((text.rfind(tag), tag) for tag in THINK_CLOSES)
-    if close_at >= 0:
-        return text[close_at + len(close_tag):]
-    if any(tag in text for tag in THINK_OPENS):
-        return None
-    return text
-
-
 def last_statement(text: str) -> str | None:
-    """What follows the last answer announcement ("the answer is", "Answer:", "####", "\\boxed{"), or None.
+    """What follows the last answer announcement ("the answer is", "Answer:", "## Final Answer", a JSON "answer"
+    key, "####", "\\boxed{"), or None.
 
-    For `\\boxed{` the braced content; otherwise the rest of that line (or the next non-empty line when the
-    announcement ends its line, as in "Final answer:\\n**B**").
+    For `\\boxed{` the braced content; for a JSON key its string value; otherwise the rest of that line (or the
+    next non-empty line when the announcement ends its line, as in "Final answer:\\n**B**").
     """
     lower = text.lower()
     if len(lower) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
@@ -88,7 +161,7 @@ def last_statement(text: str) -> str | None:
         search_end = len(lower)
         while (at := lower.rfind(keyword, last_start + 1, search_end)) >= 0:
             match = pattern.match(lower, at)
-            if match and _announces(lower, keyword, at):
+            if match and _announces(lower, keyword, at, match):
                 last_start, last_end = at, match.end()
                 break
             search_end = at + len(keyword) - 1
@@ -99,14 +172,23 @@ def last_statement(text: str) -> str | None:
     start = last_end
     while start < len(text) and text[start] in " \t\r\n*_:":
         start += 1
+    if text[last_end - 1] == ":" and (value := _JSON_STRING.match(text, start)):
+        try:
+            return json.loads(value[0])
+        except ValueError:
+            return value[1]
     end = text.find("\n", start, start + _STATEMENT_MAX_CHARS)
     return text[start:end if end >= 0 else start + _STATEMENT_MAX_CHARS]
 
 
-def _announces(lower: str, keyword: str, at: int) -> bool:
-    if keyword in ("option", "choice"):
+def _announces(lower: str, keyword: str, at: int, match: re.Match) -> bool:
+    if at > 0 and lower[at - 1].isalnum():
+        return False  # "reanswer", "adoption is"
+    if match[0].endswith("\n"):  # a heading: nothing but decoration and "final" before it on its line
+        return bool(_HEADING_PREFIX.fullmatch(lower, lower.rfind("\n", 0, at) + 1, at))
+    if keyword in ("option", "choice") and not match[0].endswith(":"):
         return bool(_QUALIFIED.search(lower, max(0, at - 12), at))
-    return keyword != "answer" or at == 0 or not lower[at - 1].isalnum()
+    return True
 
 
 def _braced(text: str, start: int) -> str:
@@ -128,12 +210,19 @@ def first_sentence(text: str) -> str:
     return text[:match.start()] if match else text
 
 
-def final_sentence(text: str) -> str:
-    """The last non-empty sentence of the last non-empty line: where a conclusion stands."""
+def first_line(text: str) -> str:
+    """The first non-empty line: where an answer given before its explanation stands ("B. Because ...")."""
+    stripped = text.lstrip()
+    end = stripped.find("\n")
+    return stripped if end < 0 else stripped[:end]
+
+
+def final_sentences(text: str, limit: int = 3) -> list[str]:
+    """The last few non-empty sentences of the last non-empty line, last first: where a conclusion stands."""
     stripped = text.rstrip()
     line = stripped[stripped.rfind("\n") + 1:]
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s.strip(" .!?*_")]
-    return sentences[-1] if sentences else ""
+    return sentences[::-1][:limit]
 
 
 def clean(text: str) -> str:
@@ -151,3 +240,42 @@ def clean(text: str) -> str:
             break
         text = text[match.end():]
     return text.strip(" \t\r\n*_`'\"").rstrip(".!;,")
+
+
+# ------------------------------------------------------------------------------------------- asserted / rejected
+
+# A mention is rejected, not given, when its clause negates it just before ("not yes", "isn't 18", "rather than
+# C", "rule out B", "neither A nor B") with only filler words between, or calls it wrong just after ("C is
+# incorrect", "Options A and D are wrong", "B can be ruled out").
+_FILLER = (r"(?:the|a|an|option|choice|answer|letter|be|is|it|to|that|likely|necessarily|simply|just|clearly|really|"
+           r"exactly|equal|equals|quite|actually|as|with|choose|choosing|select|selecting|pick|picking|of|"
+           r"going|gonna)")
+_NEGATED_BEFORE = re.compile(
+    r"(?:\bnot|n['’]t|\bnever|\bneither|\bnor|\brather\s+than|\binstead\s+of|\bother\s+than|\bexcept(?:\s+for)?"
+    r"|\bexclud(?:e|es|ed|ing)|\brul(?:e|es|ed|ing)\s+out|\beliminat(?:e|es|ed|ing)|\bagainst|\bno\s+longer)"
+    rf"\s+(?:{_FILLER}\s+){{0,3}}[\"'(\[*_$]*$",
+    re.IGNORECASE,
+)
+_REJECTED_AFTER = re.compile(
+    r"[)\]\"'*_.:$]*(?:\s*(?:,|\band\b|\bor\b|&)\s*(?:(?i:option)\s+)?[(\[]?(?-i:[A-J])[)\]]?)*"
+    r"\s*(?:\([^()\n]{0,60}\)\s*)?"
+    r"(?:(?:is|are|was|were|seems?|appears?|(?:would|can|could|should|must|may|might)\s+be)\s+)?"
+    r"(?:(?:also|clearly|definitely|therefore|thus|so)\s+)?"
+    r"(?:not\b|n['’]t|incorrect|wrong|false|unlikely|less\s+likely|ruled\s+out|excluded|eliminated|implausible"
+    r"|inappropriate|a\s+distractor|inconsistent|irrelevant)",
+    re.IGNORECASE,
+)
+_NEGATION_WINDOW = 60
+
+
+# Substrings one of which every negation before a mention contains: a cheap test before the regex.
+_NEGATION_HINTS = ("not", "n't", "n’t", "never", "neither", "nor", "than", "instead", "except", "exclud", "rul",
+                   "eliminat", "against", "longer")
+
+
+def rejected(text: str, start: int, end: int) -> bool:
+    """Whether the answer mentioned at text[start:end] is negated or rejected rather than given."""
+    before = text[max(0, start - _NEGATION_WINDOW):start].lower()
+    if any(hint in before for hint in _NEGATION_HINTS) and _NEGATED_BEFORE.search(before):
+        return True
+    return bool(_REJECTED_AFTER.match(text, end))

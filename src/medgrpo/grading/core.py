@@ -1,0 +1,175 @@
+"""grade() and extract(): where the final answer of a completion is, read by its answer type's reader.
+
+The rules are documented in the package docstring (medgrpo/grading/__init__.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from medgrpo.errors import DataError
+from medgrpo.grading import choice, numeric, open_text, yesno
+from medgrpo.grading.labels import ANSWER_TYPES, LETTERS
+from medgrpo.grading.text import (
+    AMBIGUOUS,
+    answer_segments,
+    first_sentence,
+    last_statement,
+    normalise,
+    reasoning_spans,
+    text_after_reasoning,
+    without_follow_up,
+)
+from medgrpo.prompting import ANSWER_CLOSE
+
+READERS = {"numeric": numeric, "yesno": yesno, "choice": choice, "open": open_text}
+assert tuple(READERS) == ANSWER_TYPES
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The answers a completion gives (canonical strings: "18", "yes", "B"), without a gold answer."""
+
+    extracted: str | None         # lenient
+    extracted_strict: str | None  # from the single <answer> block only
+    has_answer_block: bool        # at least one complete <answer>...</answer> outside the reasoning
+
+
+@dataclass(frozen=True)
+class Graded:
+    extracted: str | None
+    correct: bool | None          # None for "open" answers: an LLM judge decides elsewhere
+    extracted_strict: str | None
+    correct_strict: bool | None
+    has_answer_block: bool
+
+
+def grade(completion, answer, answer_type: str, choices=None) -> Graded:
+    """Grade one completion. choices: option texts in letter order, or a dict letter -> text (choice items)."""
+    options = options_tuple(choices)
+    gold = _gold(str(answer), answer_type, options)
+    found = extract(completion, answer_type, options)
+    if answer_type == "open":
+        return Graded(extracted=found.extracted, correct=None, extracted_strict=found.extracted_strict,
+                      correct_strict=None, has_answer_block=found.has_answer_block)
+    return Graded(extracted=found.extracted, correct=found.extracted == gold,
+                  extracted_strict=found.extracted_strict, correct_strict=found.extracted_strict == gold,
+                  has_answer_block=found.has_answer_block)
+
+
+def extract(completion, answer_type: str, choices=None) -> Extraction:
+    """The lenient and strict answers of a completion (a string or a chat list of messages)."""
+    reader = _reader(answer_type)
+    options = options_tuple(choices)
+    text = normalise(completion_text(completion))
+    spans = reasoning_spans(text)
+    cut = without_follow_up(text, spans[0][1] if spans else 0)
+    if len(cut) != len(text):
+        text, spans = cut, reasoning_spans(cut)
+    segments = answer_segments(text, spans)
+    if not segments:
+        region = text_after_reasoning(text, spans)
+        lenient = None if region is None else _read_free(region, reader, options)
+        return Extraction(extracted=lenient, extracted_strict=None, has_answer_block=False)
+    strict = None
+    closes = text.count(ANSWER_CLOSE) - sum(text.count(ANSWER_CLOSE, start, end) for start, end in spans)
+    single_block = len(segments) == 1 and segments[0][1] and closes == 1
+    if single_block:
+        strict = _read_block(segments[0][0], reader, options)
+    lenient = strict if single_block else _read_blocks(segments, reader, options)
+    return Extraction(extracted=lenient, extracted_strict=strict,
+                      has_answer_block=any(closed for _, closed in segments))
+
+
+def is_valid_answer(extracted: str | None, answer_type: str, choices=None) -> bool:
+    """Whether an extracted answer is a possible label for the item (a number; yes/no/maybe; an option letter;
+    any non-empty text for open answers)."""
+    return extracted is not None and _reader(answer_type).is_valid(extracted, options_tuple(choices))
+
+
+def completion_text(completion) -> str:
+    """The text of a completion given as a string or as TRL's chat list [{"role": "assistant", "content": ...}]."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, (list, tuple)):
+        return "".join(message["content"] for message in completion
+                       if isinstance(message, dict) and isinstance(message.get("content"), str))
+    return ""
+
+
+def options_tuple(choices) -> tuple[str, ...]:
+    """Option texts in letter order from a list, a tuple or a dict letter -> text; () for no choices."""
+    if choices is None:
+        return ()
+    if isinstance(choices, tuple) and all(isinstance(choice, str) for choice in choices):
+        return choices
+    if isinstance(choices, dict):
+        letters = sorted(str(key).strip().upper() for key in choices)
+        if letters != list(LETTERS[:len(letters)]):
+            raise DataError(f"choices keys must be the letters A, B, ... without gaps, got {sorted(choices)}")
+        by_letter = {str(key).strip().upper(): text for key, text in choices.items()}
+        choices = [by_letter[letter] for letter in letters]
+    if not isinstance(choices, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in choices):
+        raise DataError(f"choices must be a list of option texts or an object letter -> text, got {choices!r}")
+    return tuple(normalise(str(choice)) for choice in choices)
+
+
+def _reader(answer_type: str):
+    try:
+        return READERS[answer_type]
+    except (KeyError, TypeError):
+        raise DataError(f"answer_type {answer_type!r} is not one of {', '.join(ANSWER_TYPES)}") from None
+
+
+@lru_cache(maxsize=65536)
+def _gold(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
+    return _reader(answer_type).normalise_gold(normalise(answer), options)
+
+
+def _read_blocks(segments: list[tuple[str, bool]], reader, options) -> str | None:
+    """Lenient reading of several or unclosed answer blocks: they must all give the same answer."""
+    answers = []
+    for index, (content, closed) in enumerate(segments):
+        cut_mid_tag = not closed and index == len(segments) - 1 and "<" in content
+        answer = None if cut_mid_tag else _read_block(content, reader, options)
+        if answer is None or (answers and answer != answers[0]):
+            return None
+        answers.append(answer)
+    return answers[0]
+
+
+def _read_block(content: str, reader, options) -> str | None:
+    """An answer block's content: the answer itself, else its answer statement, else the one answer it asserts."""
+    answer = reader.parse(content, options)
+    if reader is open_text:
+        return answer
+    if answer is None:
+        statement = last_statement(content)
+        if statement is not None:
+            answer = _read_statement(statement, reader, options)
+    if answer is None:
+        answer = reader.scan(content, options)
+    return None if answer is AMBIGUOUS else answer
+
+
+def _read_free(region: str, reader, options) -> str | None:
+    """Free text: the last answer statement, else the answer type's fallback (opening answer, conclusion)."""
+    if reader is open_text:
+        return reader.parse(region)
+    statement = last_statement(region)
+    answer = None if statement is None else _read_statement(statement, reader, options)
+    if answer is None:
+        answer = reader.fallback(region, options)
+    return None if answer is AMBIGUOUS else answer
+
+
+def _read_statement(statement: str, reader, options):
+    """An announced answer: its first sentence, the whole statement, else the one answer it asserts."""
+    answer = reader.parse(first_sentence(statement), options)
+    if answer is None:
+        answer = reader.parse(statement, options)
+    if answer is None:
+        answer = reader.scan(statement, options, announced=True)
+    return answer
