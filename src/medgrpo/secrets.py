@@ -23,25 +23,25 @@ _CREDENTIAL = re.compile(r"[A-Za-z0-9_\-.=+/:]{8,}")
 # scheme://user:password@host: the user stops at ':' or '/'; the password runs to the last '@' before a space,
 # so an unencoded '@' in it is masked too (masking a little more than the password is harmless).
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)(?P<password>\S+)@")
-_ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:[^}]+\}")
-# Where the usual secrets live; any other key gets MEDGRPO_<KEY> (logger.api_key -> wandb reads WANDB_API_KEY).
+_ENV_REFERENCE = re.compile(r"\$\{oc\.env:\s*([^,}\s]+)")
+# Where the usual secrets live (W&B and the Hugging Face hub read these themselves); others get MEDGRPO_<KEY>.
 KNOWN_ENV_VARS = {"logger.api_key": "WANDB_API_KEY", "hydra.sweeper.storage": "MEDGRPO_OPTUNA_STORAGE"}
 
 
-def _normal(key: Any) -> str:
+def _name(key: Any) -> str:
     return str(key).rsplit(".", 1)[-1].lower().replace("-", "_")
+
+
+def _names_secret(key: Any) -> bool:
+    name = _name(key)
+    return not name.endswith("_env") and bool(_ALWAYS_SECRET.search(name) or _TOKEN_WORD.search(name))
 
 
 def is_secret(key: Any, value: Any) -> bool:
     """Whether `value`, stored under config key `key` (dotted or not), is a credential to hide."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or not _names_secret(key):
         return False
-    name = _normal(key)
-    if name.endswith("_env"):
-        return False
-    if _ALWAYS_SECRET.search(name):
-        return True
-    return bool(_TOKEN_WORD.search(name) and _CREDENTIAL.fullmatch(value))
+    return bool(_ALWAYS_SECRET.search(_name(key)) or _CREDENTIAL.fullmatch(value))
 
 
 def redact_url_passwords(text: str) -> str:
@@ -52,21 +52,31 @@ def env_var_for(key: str) -> str:
     return KNOWN_ENV_VARS.get(key) or "MEDGRPO_" + re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_").upper()
 
 
-def _literal_values(override) -> list[str]:
-    """The string values an override sets (all of them for a sweep), without ${oc.env:...} interpolations."""
+def _string_values(override) -> list[str]:
+    """The string values an override sets (every value of a sweep)."""
     from hydra.core.override_parser.types import ChoiceSweep
 
     value = override.value()
     values = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
-    return [v for v in values if isinstance(v, str) and not _ENV_INTERPOLATION.fullmatch(v.strip())]
+    return [v for v in values if isinstance(v, str)]
+
+
+def _leaks(key: str, value: str) -> bool:
+    """Would this command-line value put a secret in a job file? A job key's ${oc.env:...} does too: Hydra
+    resolves it into the job folder's name, the recorded overrides and the W&B run name. A hydra.* key's
+    interpolation is stored as written (hydra.sweeper.storage='${oc.env:MEDGRPO_OPTUNA_STORAGE}' is safe)."""
+    references = _ENV_REFERENCE.findall(value)
+    if key.startswith("hydra."):
+        return not references and (is_secret(key, value) or redact_url_passwords(value) != value)
+    return (is_secret(key, value) or redact_url_passwords(value) != value
+            or (bool(references) and _names_secret(key)) or any(_names_secret(name) for name in references))
 
 
 def secret_overrides_message(argv: list[str]) -> str | None:
-    """One line naming the first override that puts a literal secret on the command line, or None.
+    """One line naming the first override that puts a secret on the command line, or None.
 
-    Hydra writes every override into .hydra/overrides.yaml, .hydra/hydra.yaml and the job folder's name before
-    the job starts, so this runs on sys.argv before hydra.main. A value read from the environment
-    (key='${oc.env:NAME}') is fine: Hydra stores the interpolation, not the secret."""
+    Hydra writes the overrides into .hydra/, the job folder's name and results.json before the job starts, so
+    src/run.py calls this on sys.argv before hydra.main."""
     from hydra._internal.utils import get_args_parser  # exactly the arguments hydra.main will parse
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
@@ -78,12 +88,14 @@ def secret_overrides_message(argv: list[str]) -> str | None:
         except OverrideParseException:
             continue  # Hydra reports its own syntax errors
         key = override.key_or_group
-        for value in _literal_values(override):
-            if is_secret(key, value) or redact_url_passwords(value) != value:
-                env = env_var_for(key)
-                return (f"error: '{key}' was given a literal secret on the command line, which Hydra would write "
-                        f"to .hydra/ and the job folder's name; export {env}=... and pass {key}='${{oc.env:{env}}}' "
-                        f"instead")
+        values = _string_values(override)
+        if any(_leaks(key, value) for value in values):
+            referenced = [name for value in values for name in _ENV_REFERENCE.findall(value)]
+            env = referenced[0] if referenced else env_var_for(key)
+            use = (f"pass {key}='${{oc.env:{env}}}'" if key.startswith("hydra.")
+                   else f"read it in a config file as ${{oc.env:{env}}}")
+            return (f"error: '{key}' gets a secret on the command line, which Hydra would write into .hydra/, the "
+                    f"job folder's name and results.json; export {env}=... and {use}")
     return None
 
 
