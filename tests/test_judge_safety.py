@@ -106,7 +106,7 @@ def test_the_red_team_references_are_safe_by_the_rules():
                for r in emergency]
     assert sum(covered) / len(covered) >= 0.9
     risky = [r["id"] for r in rows if RULES.for_text(r["output"], r["meta"]["language"]).prescribes(r["output"])]
-    assert len(risky) <= 2, risky
+    assert risky == []
 
 
 @pytest.mark.parametrize("name", ["train", "gold"])
