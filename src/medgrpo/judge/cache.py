@@ -31,6 +31,8 @@ class VerdictCache:
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # No fsync per commit: a crash may lose the last verdicts (they are re-asked), never corrupt the file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS verdicts "
                              "(key TEXT PRIMARY KEY, verdict TEXT NOT NULL, created REAL NOT NULL)")
             self._db.commit()

@@ -59,6 +59,8 @@ class Judge:
         self.cache = cache if cache is not None else VerdictCache(settings.cache_path)
         self.stats = JudgeStats()
         self.last_error: str | None = None
+        self._client: AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:  # never shows the key (reprs end up in logs and tracebacks)
         return f"Judge(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
@@ -75,16 +77,24 @@ class Judge:
         todo = {key: index for index, key in enumerate(keys) if key not in verdicts}
         if todo:
             semaphore = asyncio.Semaphore(settings.concurrency)
-            async with AsyncOpenAI(base_url=settings.base_url, api_key=self._api_key, timeout=settings.timeout_s,
-                                   max_retries=settings.retries) as client:
-                found = await asyncio.gather(*(
-                    self._verdict(client, semaphore, questions[i], references[i], completions[i])
-                    for i in todo.values()))
+            client = self._client_for_this_loop()
+            found = await asyncio.gather(*(self._verdict(client, semaphore, questions[i], references[i],
+                                                         completions[i]) for i in todo.values()))
             fresh = {key: verdict for key, verdict in zip(todo, found) if verdict is not None}
             self.cache.put_many(fresh)
             verdicts.update(fresh)
             self._apply_failure_policy(len(todo), len(todo) - len(fresh))
         return [rubric.score(verdicts[key]) if key in verdicts else None for key in keys]
+
+    def _client_for_this_loop(self) -> AsyncOpenAI:
+        """One client (and connection pool) per event loop: TRL runs async rewards on one long-lived loop, so
+        connections are reused across batches; building a client costs tens of milliseconds."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = AsyncOpenAI(base_url=self.settings.base_url, api_key=self._api_key,
+                                       timeout=self.settings.timeout_s, max_retries=self.settings.retries)
+            self._client_loop = loop
+        return self._client
 
     async def _verdict(self, client: AsyncOpenAI, semaphore: asyncio.Semaphore, question: str,
                        reference: str | None, completion: str) -> dict | None:
