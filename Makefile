@@ -44,7 +44,7 @@ install-gpu:
 # The GPU path end to end in <= 8 minutes on one GPU, no network: GRPO (hf, unsloth, unsloth+vLLM), eval-only from
 # the adapter through each engine, export, a 2-job sweep. One JSON line per step; exits non-zero without CUDA.
 gpu-check:
-	python scripts/gpu_check.py
+	python -m benchmarks.gpu_check
 
 # A 2x2 grid on the tiny model (CPU, W&B offline), then its ablation table: s1 budget forcing (thinking capped at 8
 # or 24 tokens) x LoRA rank 4 or 8. The random model's accuracy is 0 everywhere (read it beside the majority
@@ -73,7 +73,7 @@ export: install
 	$(PY) -m medgrpo.export $(RUN) --formats $(or $(FORMATS),lora,merged)
 
 lint: install
-	$(VENV)/bin/ruff check src tests analysis benchmarks scripts
+	$(VENV)/bin/ruff check src tests analysis benchmarks
 
 clean:
 	rm -rf outputs multirun .cache/tiny-model

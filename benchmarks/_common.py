@@ -10,6 +10,8 @@ from pathlib import Path
 from medgrpo.results import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Exit status of a benchmark that could not measure on this machine (no GPU): run_all reports it as skipped.
+SKIPPED = 3
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "tokenizers", "unsloth", "vllm", "bitsandbytes")
 
 

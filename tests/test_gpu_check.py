@@ -1,0 +1,102 @@
+"""`make gpu-check` and the GPU benchmark, as far as a CPU machine can check them: they refuse or skip loudly
+without CUDA, report one JSON line per step, and build the Qwen2.5-shaped random model correctly. The GPU steps
+themselves run only on a GPU (make gpu-check)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_gpu, gpu_check  # noqa: E402
+from benchmarks._common import SKIPPED  # noqa: E402
+
+
+def test_gpu_check_without_cuda_exits_non_zero_at_once_saying_why():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1
+    assert lines == [{"step": "cuda", "ok": False, "error": lines[0]["error"]}]  # no step ran
+    assert "no CUDA device" in lines[0]["error"]
+
+
+def test_make_bench_on_cpu_says_the_gpu_benchmark_was_skipped_and_keeps_its_results():
+    results = ROOT / "benchmarks" / "results" / "gpu.json"
+    before = results.read_bytes() if results.exists() else None
+    direct = subprocess.run([sys.executable, "-m", "benchmarks.bench_gpu"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert direct.returncode == SKIPPED and "SKIPPED: no CUDA device" in direct.stdout
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--only", "gpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0
+    assert "bench_gpu" in done.stdout and "SKIPPED" in done.stdout and "no GPU benchmark was measured" in done.stdout
+    assert (results.read_bytes() if results.exists() else None) == before
+
+
+def test_each_step_is_one_json_line_with_pass_fail_and_time(tmp_path, capsys):
+    check = gpu_check.Check(tmp_path, budget_s=600)
+    assert check.command("fine", [sys.executable, "-c", "pass"], lambda: None)
+    assert not check.command("crashes", [sys.executable, "-c", "raise SystemExit('boom')"], lambda: None)
+    assert not check.command("wrong", [sys.executable, "-c", "pass"], lambda: "no adapter saved")
+    check.deadline = 0  # the budget is spent: later steps are reported, not started
+    assert not check.command("late", [sys.executable, "-c", "pass"], lambda: None)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["step"], line["ok"]) for line in lines] == [("fine", True), ("crashes", False), ("wrong", False),
+                                                             ("late", False)]
+    assert all({"seconds", "peak_gpu_gib"} <= set(line) for line in lines)
+    assert "boom" in lines[1]["error"] and lines[2]["error"] == "no adapter saved"
+    assert "budget is spent" in lines[3]["error"]
+    assert check.failed == ["crashes", "wrong", "late"]
+
+
+def test_a_sweep_needs_two_ok_jobs(tmp_path):
+    assert "found 0" in gpu_check.sweep_problem(tmp_path)
+    for number, status in (("0_lora.rank=8", "ok"), ("1_lora.rank=16", "failed")):
+        (tmp_path / number).mkdir()
+        (tmp_path / number / "results.json").write_text(json.dumps({"status": status, "error": "OOM"}))
+    assert gpu_check.sweep_problem(tmp_path) == "1_lora.rank=16: status failed: OOM"
+
+
+def test_kv_pool_is_blocks_times_block_size_times_kv_bytes_per_token():
+    # A fake of the objects Unsloth's vLLM engine exposes (argument plumbing only): Qwen2.5-3B's KV shape in bf16.
+    import torch
+
+    hf_config = SimpleNamespace(hidden_size=2048, num_attention_heads=16, num_hidden_layers=36, num_key_value_heads=2)
+    vllm_config = SimpleNamespace(cache_config=SimpleNamespace(num_gpu_blocks=1000, block_size=16, cache_dtype="auto"),
+                                  model_config=SimpleNamespace(hf_config=hf_config, dtype=torch.bfloat16))
+    model = SimpleNamespace(vllm_engine=SimpleNamespace(llm_engine=SimpleNamespace(vllm_config=vllm_config)))
+    assert bench_gpu.kv_pool_bytes(model) == 1000 * 16 * (2 * 36 * 2 * 128 * 2)
+    assert bench_gpu.kv_pool_bytes(SimpleNamespace()) == 0  # no vLLM engine: no pool
+
+
+def test_ratios_compare_steady_step_time_and_memory_without_the_kv_pool():
+    grpo = {"hf": {"step_s": 10.0, "peak_without_kv_pool_gib": 20.0},
+            "unsloth": {"step_s": 4.0, "peak_without_kv_pool_gib": 8.0}}
+    assert bench_gpu.ratios(grpo) == {
+        "step_time_ratio": {"measured": 0.4, "goal_at_most": 0.5, "met": True},
+        "memory_ratio": {"measured": 0.4, "goal_at_most": 0.35, "met": False}}
+    assert bench_gpu.ratios({"hf": {"failed": "OOM"}, "unsloth": grpo["unsloth"]}) == {}
+
+
+@pytest.mark.slow
+def test_the_qwen_shaped_random_model_has_the_real_vocabulary_and_decodes_every_id(tmp_path, tiny_model_dir,
+                                                                                    monkeypatch):
+    from transformers import AutoConfig, AutoTokenizer
+
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2)
+    monkeypatch.setitem(bench_gpu.QWEN25_SHAPES, "test", small)
+    target = bench_gpu.build_model(tmp_path / "model", "test", tokenizer_dir=tiny_model_dir)
+    config = AutoConfig.from_pretrained(target)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    assert config.vocab_size == len(tokenizer) == bench_gpu.QWEN25_VOCAB
+    assert config.tie_word_embeddings and config.num_key_value_heads == 2
+    assert tokenizer.decode([config.vocab_size - 1]).startswith("<|filler_")  # the largest id a sample can hold
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith("<|im_start|>")
