@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from medgrpo.errors import DataError
 from medgrpo.grading.labels import LETTERS
-from medgrpo.grading.text import AMBIGUOUS, clean, final_sentences, first_line, first_sentence, rejected
+from medgrpo.grading.text import AMBIGUOUS, REJECTED, clean, final_sentences, first_line, first_sentence, rejected
 
 _LETTER_ONLY = re.compile(r"[(\[]?([A-Ja-j])[)\]]?[.):]?")
 # A letter with a separator, then more text: "B. Kidney", "(B) Kidney", "B: the kidney", "D, X-linked". A bare
@@ -38,6 +38,8 @@ _BARE = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])(?![ \t]+(?!(?:because|si
                    r"[a-z])")
 # Lines that start with letters, as when a model lists the options: then a first line "A. ..." is no answer.
 _OPTION_LINE = re.compile(r"^[ \t*_#]*[(\[]?([A-J])[.):\]]", re.MULTILINE)
+_SUPERLATIVE = re.compile(r"\b(?:best|most\s+(?:likely|appropriate|probable|accurate|effective|common|useful)|correct)"
+                          r"\b[^.\n]{0,80}?\b(?:is|would\s+be|will\s+be)\s+", re.IGNORECASE)
 _HEDGE_WORD = re.compile(r"\W*(?:or|and|maybe|perhaps|possibly)\b")
 _OPTION_SEPARATOR = re.compile(r"\s*(?:[,.;:(\-–—]|\s(?:because|since|as|which)\b)")
 _MAX_SPANS = 16
@@ -78,48 +80,66 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
     return _option_opening(text, options) if options else None
 
 
-def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> str | object | None:
+def scan(text: str, options: tuple[str, ...] = (), announced: bool = False, texts: bool = True
+         ) -> str | object | None:
     """The one option the text asserts: letter mentions ("(B)", "option B", "B is correct"; in an announced answer
-    also a bare "B"), else option texts. Rejected mentions do not count; several asserted options are a hedge."""
+    also a bare "B"), else option texts (unless texts=False). Rejected mentions do not count; several asserted
+    options are a hedge."""
     asserted, mentioned = _letter_mentions(text, options, announced)
-    if not mentioned and options:
+    if not mentioned and options and texts:
         asserted, mentioned = _option_mentions(text, options)
     if len(asserted) > 1:
         return AMBIGUOUS
-    return asserted[0] if asserted else None
+    return asserted[0] if asserted else REJECTED if mentioned else None
 
 
-def fallback(text: str, options: tuple[str, ...] = ()) -> str | object | None:
+def fallback(text: str, options: tuple[str, ...] = (), texts: bool = True) -> str | object | None:
     """Free text without an answer statement: an answer opening the text ("B. Because ...", "D, X-linked"), unless
-    the text lists the options; else the option its conclusion asserts ("So (B)."). An opening and a conclusion
-    that differ are a hedge."""
+    the text lists the options; else the option its conclusion asserts ("So (B)."); else the option a superlative
+    sentence names ("the best initial test would be a head MRI"). An opening and a conclusion by letter that
+    differ are a hedge; a conclusion that only mentions an option's text does not overrule an opening letter."""
     opening = None
     if len(set(_OPTION_LINE.findall(text))) < 2:
         line = first_line(text)
         opening = parse(first_sentence(line), options)
         if opening is None:
             opening = parse(line, options)
-    conclusion = _conclusion(text, options)
+    conclusion, by_letter = _conclusion(text, options, texts)
     if opening is None or opening is AMBIGUOUS:
+        if conclusion is None and options and texts:
+            return _superlative_choice(text, options)
         return conclusion
-    return opening if conclusion in (None, opening) else AMBIGUOUS
+    return opening if conclusion in (None, opening) or not by_letter else AMBIGUOUS
 
 
 def is_valid(extracted: str, options: tuple[str, ...] = ()) -> bool:
     return extracted in _valid_letters(options)
 
 
-def _conclusion(text: str, options: tuple[str, ...]) -> str | object | None:
-    """What the last sentence asserts, reading back over closing sentences that only reject options."""
+def _conclusion(text: str, options: tuple[str, ...], texts: bool) -> tuple[object, bool]:
+    """What the last sentence asserts, reading back over closing sentences that only reject options; and
+    whether it said so by letter (not only by an option's text)."""
     for sentence in final_sentences(text):
         asserted, mentioned = _letter_mentions(sentence, options, False)
-        if not mentioned and options:
+        by_letter = mentioned
+        if not mentioned and options and texts:
             asserted, mentioned = _option_mentions(sentence, options)
         if asserted:
-            return asserted[0] if len(asserted) == 1 else AMBIGUOUS
+            return (asserted[0] if len(asserted) == 1 else AMBIGUOUS), by_letter
         if not mentioned:
-            return None
-    return None
+            return None, False
+    return None, False
+
+
+def _superlative_choice(text: str, options: tuple[str, ...]) -> str | object | None:
+    """The option named right after the last "the best / most likely ... is / would be" in the text."""
+    found = None
+    for match in _SUPERLATIVE.finditer(text):
+        found = match
+    if found is None:
+        return None
+    asserted, _ = _option_mentions(first_sentence(text[found.end():found.end() + 300]), options)
+    return asserted[0] if len(asserted) == 1 else None
 
 
 def _letter_mentions(text: str, options: tuple[str, ...], announced: bool) -> tuple[list[str], bool]:

@@ -12,13 +12,15 @@ from medgrpo.grading import choice, numeric, open_text, yesno
 from medgrpo.grading.labels import ANSWER_TYPES, LETTERS
 from medgrpo.grading.text import (
     AMBIGUOUS,
+    REJECTED,
     answer_segments,
     first_sentence,
+    follow_up_starts,
+    json_answers,
     last_statement,
     normalise,
     reasoning_spans,
     text_after_reasoning,
-    without_follow_up,
 )
 from medgrpo.prompting import ANSWER_CLOSE
 
@@ -63,22 +65,33 @@ def extract(completion, answer_type: str, choices=None) -> Extraction:
     options = options_tuple(choices)
     text = normalise(completion_text(completion))
     spans = reasoning_spans(text)
-    cut = without_follow_up(text, spans[0][1] if spans else 0)
-    if len(cut) != len(text):
-        text, spans = cut, reasoning_spans(cut)
+    for at in follow_up_starts(text, spans[0][1] if spans else 0):
+        head = text[:at]
+        lenient, strict, has_block = _read(head, reasoning_spans(head), reader, options)
+        if lenient is not None:  # answered (or hedged) before it: what follows is made up and never pays
+            break
+    else:
+        lenient, strict, has_block = _read(text, spans, reader, options)
+    return Extraction(extracted=_answer(lenient), extracted_strict=_answer(strict), has_answer_block=has_block)
+
+
+def _read(text: str, spans: list[tuple[int, int]], reader, options) -> tuple[object, object, bool]:
+    """(lenient, strict, has_answer_block), the answers still raw: AMBIGUOUS and REJECTED are kept."""
     segments = answer_segments(text, spans)
     if not segments:
         region = text_after_reasoning(text, spans)
-        lenient = None if region is None else _read_free(region, reader, options)
-        return Extraction(extracted=lenient, extracted_strict=None, has_answer_block=False)
+        return (None if region is None else _read_free(region, reader, options)), None, False
     strict = None
     closes = text.count(ANSWER_CLOSE) - sum(text.count(ANSWER_CLOSE, start, end) for start, end in spans)
     single_block = len(segments) == 1 and segments[0][1] and closes == 1
     if single_block:
         strict = _read_block(segments[0][0], reader, options)
     lenient = strict if single_block else _read_blocks(segments, reader, options)
-    return Extraction(extracted=lenient, extracted_strict=strict,
-                      has_answer_block=any(closed for _, closed in segments))
+    return lenient, strict, any(closed for _, closed in segments)
+
+
+def _answer(raw) -> str | None:
+    return None if raw is AMBIGUOUS or raw is REJECTED else raw
 
 
 def is_valid_answer(extracted: str | None, answer_type: str, choices=None) -> bool:
@@ -128,19 +141,23 @@ def _gold(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
     return _reader(answer_type).normalise_gold(normalise(answer), options)
 
 
-def _read_blocks(segments: list[tuple[str, bool]], reader, options) -> str | None:
+def _read_blocks(segments: list[tuple[str, bool]], reader, options):
     """Lenient reading of several or unclosed answer blocks: they must all give the same answer."""
     answers = []
     for index, (content, closed) in enumerate(segments):
         cut_mid_tag = not closed and index == len(segments) - 1 and "<" in content
-        answer = None if cut_mid_tag else _read_block(content, reader, options)
-        if answer is None or (answers and answer != answers[0]):
-            return None
-        answers.append(answer)
-    return answers[0]
+        answers.append(None if cut_mid_tag else _read_block(content, reader, options))
+    return _agreed(answers)
 
 
-def _read_block(content: str, reader, options) -> str | None:
+def _agreed(answers: list):
+    """The answer all of several answers give; None if one gives none, AMBIGUOUS if they differ."""
+    if any(_answer(answer) is None for answer in answers):
+        return AMBIGUOUS if AMBIGUOUS in answers else None
+    return answers[0] if all(answer == answers[0] for answer in answers) else AMBIGUOUS
+
+
+def _read_block(content: str, reader, options):
     """An answer block's content: the answer itself, else its answer statement, else the one answer it asserts."""
     answer = reader.parse(content, options)
     if reader is open_text:
@@ -151,18 +168,20 @@ def _read_block(content: str, reader, options) -> str | None:
             answer = _read_statement(statement, reader, options)
     if answer is None:
         answer = reader.scan(content, options)
-    return None if answer is AMBIGUOUS else answer
+    return answer
 
 
-def _read_free(region: str, reader, options) -> str | None:
-    """Free text: the last answer statement, else the answer type's fallback (opening answer, conclusion)."""
+def _read_free(region: str, reader, options):
+    """Free text: its JSON answers (which must agree), else the last answer statement, else the answer type's
+    fallback (opening answer, conclusion). A statement that only rejects answers is no answer: no fallback."""
     if reader is open_text:
         return reader.parse(region)
+    values = json_answers(region)
+    if values:
+        return _agreed([_read_statement(value, reader, options) for value in values])
     statement = last_statement(region)
     answer = None if statement is None else _read_statement(statement, reader, options)
-    if answer is None:
-        answer = reader.fallback(region, options)
-    return None if answer is AMBIGUOUS else answer
+    return reader.fallback(region, options) if answer is None else answer
 
 
 def _read_statement(statement: str, reader, options):

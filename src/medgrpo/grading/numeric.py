@@ -13,7 +13,7 @@ from fractions import Fraction
 from itertools import islice, pairwise
 
 from medgrpo.errors import DataError
-from medgrpo.grading.text import AMBIGUOUS, clean, rejected
+from medgrpo.grading.text import AMBIGUOUS, REJECTED, clean, rejected
 
 # A number not glued to a word or a decimal point on its left ("x2", "COVID19" and the "3" of "16-3" are not
 # negative or standalone numbers). Thousands groups need exactly three digits, so "1,23" is two numbers.
@@ -72,7 +72,12 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
 
 def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> str | object | None:
     """The last number in the text, as a careful grader reads a worked solution; alternatives are ambiguous.
-    A rejected last number gives way to the one before it in the same sentence ("18, not 19"), else to none."""
+    A rejected last number gives way to the one before it in the same sentence ("18, not 19"), else to none.
+    An announced answer may spell its number ("the answer is two hundred fifty-five"); an answer block must
+    hold the number itself."""
+    if announced and not _DIGIT.search(text):
+        value = _spelled_number(text)
+        return None if value is None else str(value)
     text = _prepare(text)
     window = _SCAN_WINDOW
     while True:  # read from the end: the last numbers are usually in the final line
@@ -96,11 +101,11 @@ def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> s
     last, value = last_two[-1]
     if rejected(text, last.start(), last.end()):
         if len(last_two) < 2:
-            return None
+            return REJECTED
         previous, previous_value = last_two[0]
         same_sentence = not _SENTENCE_BREAK.search(text, previous.end(), last.start())
         if not same_sentence or rejected(text, previous.start(), previous.end()):
-            return None
+            return REJECTED
         return canonical(previous_value)
     if len(last_two) == 2:
         previous, previous_value = last_two[0]
@@ -131,6 +136,36 @@ def canonical(value: Fraction) -> str:
         places += 1
     digits = str(abs((value * 10 ** places).numerator)).rjust(places + 1, "0")
     return ("-" if value < 0 else "") + digits[:-places] + "." + digits[-places:]
+
+
+_UNITS = {word: value for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS = {word: 10 * value for value, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(),
+                                                       start=2)}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_WORD = re.compile(r"[a-z]+")
+_DIGIT = re.compile(r"\d")
+
+
+def _spelled_number(text: str) -> int | None:
+    """The first number spelled in words ("two hundred fifty-five" -> 255, "a dozen" is not one); None if none."""
+    total, current, seen = 0, 0, False
+    for word in _WORD.findall(text.lower()):
+        if word in _UNITS or word in _TENS:
+            current += _UNITS.get(word, 0) + _TENS.get(word, 0)
+        elif word == "hundred" and seen:
+            current *= 100
+        elif word in _SCALES and seen:
+            total, current = total + current * _SCALES[word], 0
+        elif word == "and" and seen:
+            continue
+        elif seen:
+            break
+        else:
+            continue
+        seen = True
+    return total + current if seen else None
 
 
 def _prepare(text: str) -> str:

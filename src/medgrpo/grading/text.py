@@ -28,6 +28,17 @@ class _Ambiguous:
 
 AMBIGUOUS = _Ambiguous()
 
+
+class _Rejected:
+    """Returned by scan when the text mentions answers only to reject them ("the answer is not A"): an announced
+    answer that rejects is no answer, and the grader does not fall back to other text."""
+
+    def __repr__(self) -> str:
+        return "REJECTED"
+
+
+REJECTED = _Rejected()
+
 _SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
 _SUPERSCRIPT_RUN = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺]+")
 
@@ -48,13 +59,14 @@ _THINK_TAG = re.compile(r"<(/?)(?:reasoning|think)>")
 
 def reasoning_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of every reasoning block: from an opening tag (or the start of the text, for chat templates
-    that put <think> in the prompt) to its closing tag; an unclosed block runs to the end of the text."""
+    that put <think> in the prompt, when the first tag is a close tag) to its closing tag; an unclosed block runs
+    to the end of the text."""
     spans, start = [], None
     for tag in _THINK_TAG.finditer(text):
         if not tag[1]:
             start = tag.start() if start is None else start
-        else:
-            spans.append((spans[-1][1] if start is None and spans else start or 0, tag.end()))
+        elif start is not None or not spans:  # a later close without an opening tag is a stray: no reasoning
+            spans.append((start or 0, tag.end()))
             start = None
     if start is not None:
         spans.append((start, len(text)))
@@ -98,24 +110,22 @@ _FOLLOW_UP = re.compile(
     r"|<\|(?:im_start|im_end|user|eot_id|endoftext|end|start_header_id)\|>|</s>",
     re.IGNORECASE | re.MULTILINE,
 )
-_ANSWER_LINE = re.compile(r"^[ \t>#*_]*(?:final\s+|correct\s+)?answer\b", re.IGNORECASE | re.MULTILINE)
+_MAX_FOLLOW_UPS = 8
+_MIN_RESTART_CHARS = 12
 
 
-def without_follow_up(text: str, start: int = 0) -> str:
-    """The text up to a follow-up the model made up after answering ("Question: ... Answer: C"), which must not
-    override the real answer. Searched from `start` (the end of the first reasoning block). A completion that
-    opens by echoing the prompt ("Context: ... Question: ... Answer: B") keeps its echo up to its first answer."""
-    first = _FOLLOW_UP.search(text, start)
-    if first is None:
-        return text
-    if not text[start:first.start()].strip():  # an echo of the prompt: follow-ups begin after its answer line
-        answer = _ANSWER_LINE.search(text, first.end())
-        if answer is None:
-            return text
-        first = _FOLLOW_UP.search(text, answer.end())
-        if first is None:
-            return text
-    return text[:first.start()]
+def follow_up_starts(text: str, start: int = 0) -> list[int]:
+    """Where made-up material may begin after `start` (the end of the first reasoning block): a new turn or
+    exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the first line of the text written
+    again (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
+    these that comes after an answer, so that an echo of the prompt before the answer stays."""
+    positions = [match.start() for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP.finditer(text, start))]
+    opening = first_line(text[start:]).strip()
+    if len(opening) >= _MIN_RESTART_CHARS:
+        again = text.find("\n" + opening, text.find(opening, start) + len(opening))
+        if again >= 0:
+            positions.append(again + 1)
+    return sorted(positions)
 
 
 # ------------------------------------------------------------------------------------------- answer statements
@@ -125,16 +135,21 @@ def without_follow_up(text: str, start: int = 0) -> str:
 # correct itself: "... the answer is 16. Wait, I forgot the tip: the answer is 18." is 18.
 _STATEMENT_AT_KEYWORD = {
     # "the answer is", "Answer: B", JSON "answer": "B", and a heading alone on its line ("## Final Answer\nB")
-    "answer": re.compile(r"answer(?:[*_]*(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be)\b|\s*[:=])"
-                         r"|[\"']\s*:|[ \t*_#]*\r?\n)"),
+    # ("the answer (arabic numerals) is"), and a heading alone on its line ("## Final Answer\nB")
+    "answer": re.compile(r"answer(?:[*_]*(?:\s*\([^()\n]{0,40}\))?(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be)\b"
+                         r"|\s*[:=])|[\"']\s*:|[ \t*_#]*\r?\n)"),
     "option": re.compile(r"option(?:\s+is\b|[\"']\s*:)"),   # "the correct option is B", JSON "option": "B"
     "choice": re.compile(r"choice(?:\s+is\b|[\"']\s*:)"),
-    "####": re.compile("####"),                  # GSM8K's own final line
+    "####": re.compile(r"####[ \t]*(?=[^\s#])"),  # GSM8K's own final line (a bare "####" line is a separator)
     "\\boxed{": re.compile(r"\\boxed\{"),
 }
 _QUALIFIED = re.compile(r"(?:correct|right|best)\s+$")  # what must precede "option is" / "choice is"
 _HEADING_PREFIX = re.compile(r"[ \t>#*_]*(?:(?:the|my)\s+)?(?:final|correct|best)?[ \t*_]*$")
 _JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.){0,300})"')
+# Every JSON "answer" value ({"answer": "C"}, "final_answer": 18): like answer blocks, they must agree.
+_EXAMPLE_INTRO = re.compile(r"\bexample\b[^\n]*\n?\s*(?:```[a-z]*\s*)?$", re.IGNORECASE)
+_JSON_ANSWER = re.compile(r'["\'](?:final_|correct_)?answer["\']\s*:\s*(?:"((?:[^"\\\n]|\\.){0,300})"'
+                          r"|'([^'\n]{0,300})'|(-?[\d.,]+(?:[eE][-+]?\d+)?))", re.IGNORECASE)
 # Leading filler that adds nothing to an answer: "Answer: B", "The final answer is 18", "option B", "Choice (C)".
 _PREFIX = re.compile(
     r"(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?(?:answer|option|choice)\b[*_]*"
@@ -179,6 +194,24 @@ def last_statement(text: str) -> str | None:
             return value[1]
     end = text.find("\n", start, start + _STATEMENT_MAX_CHARS)
     return text[start:end if end >= 0 else start + _STATEMENT_MAX_CHARS]
+
+
+def json_answers(text: str) -> list[str]:
+    """The values of all JSON "answer" keys in the text, in order (strings decoded); an object introduced as an
+    example ("For example:\n```json {...}") is not an answer."""
+    values = []
+    for match in _JSON_ANSWER.finditer(text):
+        brace = text.rfind("{", max(0, match.start() - 40), match.start())
+        if _EXAMPLE_INTRO.search(text, max(0, brace - 80), max(brace, 0)):
+            continue
+        if match[1] is not None:
+            try:
+                values.append(json.loads(f'"{match[1]}"'))
+            except ValueError:
+                values.append(match[1])
+        else:
+            values.append(match[2] if match[2] is not None else match[3])
+    return values
 
 
 def _announces(lower: str, keyword: str, at: int, match: re.Match) -> bool:

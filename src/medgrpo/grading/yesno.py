@@ -1,12 +1,16 @@
 """Yes/no/maybe answers (PubMedQA): a label word standing as an answer, never a word inside another word ("know")
-or the determiner "no" of an idiom ("no doubt", "no difference"), never a negated or rejected label ("not yes")."""
+or the determiner "no" of an idiom ("no doubt", "no difference"), never a negated or rejected label ("not yes").
+When the prompt showed the labels as options ("A) yes B) no C) maybe"), an option letter answers with its label;
+a letter and a label word that disagree are a hedge."""
 from __future__ import annotations
 
 import re
 
 from medgrpo.errors import DataError
+from medgrpo.grading import choice
+from medgrpo.grading.labels import LETTERS
 from medgrpo.grading.labels import YESNO_LABELS as LABELS
-from medgrpo.grading.text import AMBIGUOUS, clean, final_sentences, first_line, first_sentence, rejected
+from medgrpo.grading.text import AMBIGUOUS, REJECTED, clean, final_sentences, first_line, first_sentence, rejected
 
 _MAX_MENTIONS = 64
 _LABEL_WORD = re.compile(r"\b(yes|no|maybe)\b(?![-'’]\w)", re.IGNORECASE)
@@ -41,6 +45,36 @@ def labels_in(text: str) -> tuple[list[str], bool]:
 
 
 def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
+    """parse_label, or the label of the option letter the answer gives (when the item shows options)."""
+    letter = choice.parse(text, options) if options else None
+    return _agreeing(parse_label(text), letter, options)
+
+
+def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> str | object | None:
+    """The one label the text asserts, as a word or (items with options) as an option letter."""
+    letter = choice.scan(text, options, announced, texts=False) if options else None
+    return _agreeing(scan_labels(text), letter, options)
+
+
+def fallback(text: str, options: tuple[str, ...] = ()) -> str | object | None:
+    """fallback_labels, or the label of the option letter that opens or concludes the text."""
+    letter = choice.fallback(text, options, texts=False) if options else None
+    return _agreeing(fallback_labels(text), letter, options)
+
+
+def _agreeing(label, letter, options: tuple[str, ...]):
+    """One answer from a label word and an option letter: either alone, both when they agree, else a hedge."""
+    if isinstance(letter, str):
+        letter = options[LETTERS.index(letter)].strip().lower()
+        if letter not in LABELS:
+            letter = None
+    answers = [answer for answer in (label, letter) if answer is not None and answer is not REJECTED]
+    if not answers:
+        return REJECTED if REJECTED in (label, letter) else None
+    return answers[0] if len(answers) == 1 or answers[0] == answers[1] else AMBIGUOUS
+
+
+def parse_label(text: str) -> str | object | None:
     """A label given as the answer: "Yes", "**NO.**", "Answer: maybe", "Yes, because the trial showed ...".
 
     An answer that asserts two different labels ("yes or no", "Yes. Or maybe no") is ambiguous: graders must
@@ -57,21 +91,22 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
     return None
 
 
-def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> str | object | None:
-    """The one label the text asserts (None if none, ambiguous if several differ)."""
-    asserted, _ = labels_in(text)
+def scan_labels(text: str) -> str | object | None:
+    """The one label word the text asserts (None if none, ambiguous if several differ, REJECTED if it only
+    rejects labels)."""
+    asserted, mentioned = labels_in(text)
     if len(asserted) > 1:
         return AMBIGUOUS
-    return asserted[0] if asserted else None
+    return asserted[0] if asserted else REJECTED if mentioned else None
 
 
-def fallback(text: str, options: tuple[str, ...] = ()) -> str | object | None:
+def fallback_labels(text: str) -> str | object | None:
     """Free text without an answer statement: a label opening the text ("No. The cohort was too small ..."),
     else the label the conclusion asserts ("So, yes."); an opening and a conclusion that differ are a hedge."""
     line = first_line(text)
-    opening = parse(first_sentence(line))
+    opening = parse_label(first_sentence(line))
     if opening is None:
-        opening = parse(line)
+        opening = parse_label(line)
     conclusion = _conclusion(text)
     if opening is None or opening is AMBIGUOUS:  # a first line that discusses labels is not an opening answer
         return conclusion
