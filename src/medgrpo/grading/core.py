@@ -141,13 +141,9 @@ def _gold(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
     return _reader(answer_type).normalise_gold(normalise(answer), options)
 
 
-def _read_blocks(segments: list[tuple[str, bool]], reader, options):
+def _read_blocks(segments: list[tuple[str | None, bool]], reader, options):
     """Lenient reading of several or unclosed answer blocks: they must all give the same answer."""
-    answers = []
-    for index, (content, closed) in enumerate(segments):
-        cut_mid_tag = not closed and index == len(segments) - 1 and "<" in content
-        answers.append(None if cut_mid_tag else _read_block(content, reader, options))
-    return _agreed(answers)
+    return _agreed([None if content is None else _read_block(content, reader, options) for content, _ in segments])
 
 
 def _agreed(answers: list):

@@ -13,10 +13,6 @@ import unicodedata
 
 from medgrpo.prompting import ANSWER_CLOSE, ANSWER_OPEN
 
-# Reasoning delimiters of both prompt formats: a grader does not know which one a run asked for, and a model
-# asked for <reasoning> that writes <think> still separated its working from its answer.
-THINK_OPENS = ("<reasoning>", "<think>")
-THINK_CLOSES = ("</reasoning>", "</think>")
 
 
 class _Ambiguous:
@@ -54,7 +50,12 @@ def normalise(text: str) -> str:
 
 # ------------------------------------------------------------------------------------------- reasoning / blocks
 
-_THINK_TAG = re.compile(r"<(/?)(?:reasoning|think)>")
+# Reasoning delimiters of both prompt formats: a grader does not know which one a run asked for, and a model
+# asked for <reasoning> that writes <think> still separated its working from its answer. Small models also
+# close with "<end think>" or "<\\think>".
+_THINK_TAG = re.compile(r"<(/|\\|end[ _]?)?\s*(?:reasoning|think|thinking)\s*>", re.IGNORECASE)
+_UNFINISHED_TAG = re.compile(r"<[^<>]*$")
+_ANY_TAG = re.compile(r"</?[A-Za-z][\w ]{0,20}>")
 
 
 def reasoning_spans(text: str) -> list[tuple[int, int]]:
@@ -79,13 +80,17 @@ def text_after_reasoning(text: str, spans: list[tuple[int, int]]) -> str | None:
     if not spans:
         return text
     start, end = spans[-1]
-    return text[end:] if text.endswith(THINK_CLOSES, start, end) else None
+    last_tag = text.rfind("<", start, end)
+    closed = last_tag >= 0 and (tag := _THINK_TAG.fullmatch(text, last_tag, end)) is not None and tag[1]
+    return text[end:] if closed else None
 
 
-def answer_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, bool]]:
+def answer_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str | None, bool]]:
     """(content, closed) for every `<answer>` outside the reasoning, in order. A block inside the reasoning is a
     draft, not an answer. A block ends at `</answer>` (closed) or, if another `<answer>` or the end of the text
-    comes first, is unclosed."""
+    comes first, is unclosed: then it ends at another tag ("<answer> 19 </think>"), and a block cut off inside a
+    tag ("18</ans") has content None. An empty unclosed block at the very end (the model opened the tag and
+    stopped) is no block."""
     segments, position = [], 0
     while (at := text.find(ANSWER_OPEN, position)) >= 0:
         position = at + len(ANSWER_OPEN)
@@ -95,8 +100,15 @@ def answer_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, 
         end = text.find(ANSWER_CLOSE, position, next_open if next_open >= 0 else len(text))
         if end >= 0:
             segments.append((text[position:end], True))
-        else:
-            segments.append((text[position:next_open if next_open >= 0 else len(text)], False))
+            continue
+        content = text[position:next_open if next_open >= 0 else len(text)]
+        if next_open < 0 and not content.strip():
+            continue
+        if next_open < 0 and _UNFINISHED_TAG.search(content):
+            content = None
+        elif other_tag := _ANY_TAG.search(content):
+            content = content[:other_tag.start()]
+        segments.append((content, False))
     return segments
 
 
