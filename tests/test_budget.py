@@ -5,6 +5,7 @@ import pytest
 
 from medgrpo.evaluation.budget import Budget, BudgetForcer, split_at_delimiter
 from medgrpo.evaluation.engine import Generated, Sampling
+from tests._run import read_jsonl, read_results, run_entrypoint
 
 CLOSE = "</r>"
 PROMPT = "Q?|"
@@ -23,18 +24,22 @@ class CharTokenizer:
 
 class ScriptedEngine:
     """Continues each sequence with `script(completion_so_far)` (EOS-terminated), honouring the engine contract:
-    at most max_new_tokens, stopping after a stop string or at EOS. Records every call."""
+    at most max_new_tokens, stopping after a stop string or at EOS. Records every call's limit and batch size.
+    Prompts end at their first '|'; for a batch, `script` maps each prompt to its own script."""
 
     def __init__(self, script):
         self.script = script
         self.calls: list[int] = []
+        self.batch_sizes: list[int] = []
 
     def generate(self, sequences, max_new_tokens, stop_strings, sampling):
         self.calls.append(max_new_tokens)
+        self.batch_sizes.append(len(sequences))
         results = []
         for seq in sequences:
-            completion = "".join(chr(t) for t in seq)[len(PROMPT):]
-            text = self.script(completion)
+            prompt, _, completion = "".join(chr(t) for t in seq).partition("|")
+            script = self.script[prompt + "|"] if isinstance(self.script, dict) else self.script
+            text = script(completion)
             ended = False
             if EOS in text:
                 text, ended = text[: text.index(EOS)], True
@@ -145,3 +150,73 @@ def test_split_at_delimiter_with_a_real_bpe_tokenizer(tiny_tokenizer):
     assert tiny_tokenizer.decode(tokens[:before]) == "The patient improved.\n"
     assert tiny_tokenizer.decode(tokens[:through]).endswith("</reasoning>")
     assert split_at_delimiter(tiny_tokenizer, tokens, "</think>") is None
+
+
+def run_batch(scripts: dict, budget: Budget):
+    engine = ScriptedEngine(scripts)
+    forcer = BudgetForcer(engine, CharTokenizer(), budget, CLOSE)
+    results = forcer.run([[ord(c) for c in prompt] for prompt in scripts], Sampling())
+    return ["".join(chr(t) for t in r.tokens) for r in results], results, engine
+
+
+def closes_then_thinks_on(completion: str) -> str:
+    """Closes after 'abcde'; after a forced 'Wait' it never closes again."""
+    if CLOSE in completion:
+        return "<a>B</a>" + EOS
+    return "y" * 100 if "Wait" in completion else "abcde" + CLOSE
+
+
+def test_extend_in_a_batch_cuts_each_row_at_its_own_room():
+    """Prompts of three lengths. Round 2 runs two rows with different room left (12-6 and 12-9): the engine gets
+    the larger limit, and each row is cut to its own room, so the second row is forced closed at exactly 12."""
+    scripts = {"Q?|": early_closer, "Question two?|": closes_then_thinks_on,
+               "A much longer third question?|": endless_thinker}
+    budget = Budget(mode="extend", max_thinking_tokens=12, max_answer_tokens=20, num_ignore=1, wait_text="Wait",
+                    answer_prefix="|")
+    texts, results, engine = run_batch(scripts, budget)
+    assert texts == ["abWaitab</r><a>B</a>", "abcdeWaityyy</r>|<a>B</a>", "x" * 12 + "</r>|B"]
+    assert [r.thinking_tokens for r in results] == [8, 12, 12]
+    assert [r.waits for r in results] == [1, 1, 0]
+    assert [r.forced_close for r in results] == [False, True, True]
+    assert [r.ended for r in results] == [True, True, True] and not any(r.truncated for r in results)
+    assert engine.calls == [12, 6, 20] and engine.batch_sizes == [3, 2, 3]
+
+
+def test_cap_in_a_batch_forces_only_the_rows_that_reach_it():
+    scripts = {"Q?|": early_closer, "Second q?|": endless_thinker,
+               "Third, longest question?|": lambda c: "the answer is B" + EOS,
+               "4|": lambda c: "<a>B</a>" + EOS if CLOSE in c else "abcd" + CLOSE}
+    budget = Budget(mode="cap", max_thinking_tokens=8, max_answer_tokens=8, answer_prefix="")
+    texts, results, engine = run_batch(scripts, budget)
+    # rows 1 and 4 close within the cap of 8 (6 and 8 tokens with the delimiter); row 3 would end after 15: it is
+    # cut at 8, closed for it, and its answer phase hits the answer limit
+    assert texts == ["ab</r><a>B</a>", "xxxxxxxx</r>B", "the answ</r>the answ", "abcd</r><a>B</a>"]
+    assert [r.thinking_tokens for r in results] == [2, 8, 8, 4]
+    assert [r.forced_close for r in results] == [False, True, True, False]
+    assert [r.truncated for r in results] == [False, False, True, False]
+    assert engine.calls == [8, 8] and engine.batch_sizes == [4, 4]
+
+
+@pytest.mark.slow
+def test_budget_cap_through_the_entrypoint_forces_every_row_closed_at_the_cap(tmp_path, model_cache, tiny_tokenizer):
+    """The random tiny model never closes its thinking and never stops: every row thinks exactly 16 tokens, gets
+    '</reasoning>' + answer_prefix appended by the forcer, then answers for exactly max_answer_tokens."""
+    result = run_entrypoint("preset=tiny", "train.enabled=false", "budget=cap", "budget.max_thinking_tokens=16",
+                            "budget.max_answer_tokens=8", "eval.limit=3", "data.eval=[pubmedqa,gsm8k]",
+                            f"hydra.run.dir={tmp_path}", cache=model_cache.parent)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = read_results(tmp_path)
+    assert results["config"]["budget"]["max_thinking_tokens"] == 16  # recorded, not redacted
+    forced = "</reasoning>" + results["config"]["budget"]["answer_prefix"]
+    expected_tokens = 16 + len(tiny_tokenizer.encode(forced, add_special_tokens=False)) + 8
+    for name in ("pubmedqa", "gsm8k"):
+        rows = read_jsonl(tmp_path / "predictions" / f"{name}.jsonl")
+        assert len(rows) == 3
+        for row in rows:
+            assert (row["thinking_tokens"], row["completion_tokens"]) == (16, expected_tokens)
+            assert row["forced_close"] and row["truncated"] and row["waits"] == 0
+            assert row["completion"].count("</reasoning>") == 1 and forced in row["completion"]
+        metrics = results["metrics"]
+        assert metrics[f"eval/{name}/mean_thinking_tokens"] == 16.0
+        assert metrics[f"eval/{name}/mean_completion_tokens"] == expected_tokens
+        assert metrics[f"eval/{name}/truncation_rate"] == 1.0
