@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -44,10 +45,12 @@ def batch(tag: str) -> tuple[list[str], list[str], list[str]]:
     return questions, completions, ["See a doctor; emergency care for red flags."] * len(questions)
 
 
-async def timed_score(judge: Judge, questions, completions, references) -> float:
-    start = time.perf_counter()
+async def timed_score(judge: Judge, questions, completions, references, cpu: list | None = None) -> float:
+    start, start_cpu = time.perf_counter(), time.process_time()
     scores = await judge.score(questions, completions, references)
     elapsed = time.perf_counter() - start
+    if cpu is not None:
+        cpu.append(time.process_time() - start_cpu)
     assert all(score is not None for score in scores), judge.last_error
     return elapsed
 
@@ -57,11 +60,14 @@ async def measure(settings: JudgeSettings, repeats: int) -> dict:
     judge = Judge(settings, KEY)
     await timed_score(judge, *batch("warmup"))  # connections opened once, as after a job's first step
     single = [await timed_score(judge, *(column[:1] for column in batch(f"single{i}"))) for i in range(10)]
-    concurrent = [await timed_score(judge, *batch(f"batch{i}")) for i in range(repeats)]
-    sequential = await timed_score(Judge(replace(settings, concurrency=1), KEY, cache=judge.cache),
-                                   *batch("sequential"))
+    cpu: list[float] = []  # the client's own CPU time per batch: what a busy machine cannot hide
+    concurrent = [await timed_score(judge, *batch(f"batch{i}"), cpu=cpu) for i in range(repeats)]
+    sequential_judge = Judge(replace(settings, concurrency=1), KEY, cache=judge.cache)
+    sequential = await timed_score(sequential_judge, *batch("sequential"))
+    await sequential_judge.aclose()
     cached = min([await timed_score(judge, *batch("batch0")) for _ in range(5)])  # a re-run: all from the cache
-    return {"single": single, "concurrent": concurrent, "sequential": sequential, "cached": cached}
+    await judge.aclose()
+    return {"single": single, "concurrent": concurrent, "cpu": cpu, "sequential": sequential, "cached": cached}
 
 
 def main() -> None:
@@ -103,6 +109,7 @@ def main() -> None:
         "one_call_latency_s": round(one_call, 4),
         "batch_s_median": round(batch_s, 4),
         "batch_s_all": [round(value, 4) for value in timings["concurrent"]],
+        "batch_client_cpu_s_median": round(statistics.median(timings["cpu"]), 4),
         "batch_over_one_call": round(batch_s / one_call, 2),
         "target_batch_over_one_call": BATCH_TARGET_X,
         "baseline_sequential_batch_s": round(sequential, 3),
@@ -113,6 +120,7 @@ def main() -> None:
         "cached_items_per_s": round(PROMPTS * GENERATIONS / cached_batch_s),
         "batch_target_met": batch_s <= BATCH_TARGET_X * one_call,
         "cache_target_met": lookups_per_s >= LOOKUPS_TARGET,
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     write_result("judge", result, args.out)
     if not (result["batch_target_met"] and result["cache_target_met"]):

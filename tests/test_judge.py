@@ -26,7 +26,13 @@ def settings(tmp_path, base_url: str, **changes) -> JudgeSettings:
 
 
 def score(judge: Judge, completions: list[str], question: str = QUESTION) -> list[float | None]:
-    return asyncio.run(judge.score([question] * len(completions), completions, ["Rest; see a doctor."] * len(completions)))
+    async def once():
+        try:
+            return await judge.score([question] * len(completions), completions,
+                                     ["Rest; see a doctor."] * len(completions))
+        finally:
+            await judge.aclose()
+    return asyncio.run(once())
 
 
 @pytest.fixture
