@@ -128,11 +128,11 @@ _MIN_RESTART_CHARS = 12
 
 def follow_up_starts(text: str, start: int = 0) -> list[int]:
     """Where made-up material may begin after `start` (the end of the first reasoning block): a new turn or
-    exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the first line of the text written
-    again (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
+    exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the text's first sentence opening a
+    line again (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
     these that comes after an answer, so that an echo of the prompt before the answer stays."""
     positions = [match.start() for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP.finditer(text, start))]
-    opening = first_line(text[start:]).strip()
+    opening = first_sentence(first_line(text[start:])).strip()
     if len(opening) >= _MIN_RESTART_CHARS:
         again = text.find("\n" + opening, text.find(opening, start) + len(opening))
         if again >= 0:
