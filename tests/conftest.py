@@ -31,3 +31,33 @@ def tiny_tokenizer(tiny_model_dir):
     from medgrpo.backends.hf import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
+
+
+# Tests on the full public datasets skip when ../shared/data is not beside the repository. A clean clone
+# elsewhere would silently run fewer tests, so the summary names them, and MEDGRPO_REQUIRE_DATA=1 (for machines
+# that must have the data) turns those skips into failures.
+DATA_SKIP_MARKER = "shared/data"
+
+
+def _skip_reason(report) -> str:
+    return str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and DATA_SKIP_MARKER in _skip_reason(report) and os.environ.get("MEDGRPO_REQUIRE_DATA") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"MEDGRPO_REQUIRE_DATA=1 but the data is missing: {_skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if DATA_SKIP_MARKER in _skip_reason(r)]
+    if skipped:
+        terminalreporter.section("tests skipped for missing data", sep="!", red=True, bold=True)
+        terminalreporter.line(f"{len(skipped)} tests on the real public datasets did not run: put the shared data "
+                              f"folder at {ROOT.parent / 'shared' / 'data'} (MEDGRPO_REQUIRE_DATA=1 fails instead)",
+                              red=True)
+        for report in skipped:
+            terminalreporter.line(f"  {report.nodeid}: {_skip_reason(report)}")
