@@ -220,6 +220,7 @@ class DataPlan:
     allow_leakage: bool
     cache: bool
     cache_dir: Path
+    near_duplicate_threshold: float | None = 0.6  # data.leakage.near_duplicate_threshold (None: no check)
 
 
 def validate_data_config(data_cfg) -> DataPlan:
@@ -286,10 +287,16 @@ def validate_data_config(data_cfg) -> DataPlan:
         if not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise ConfigError(f"data.length_filter.{k}", f"must be a fraction in [0, 1], got {v!r}")
     cache_dir = resolve_path(data_cfg.get("cache_dir") or ".cache/data", root)
+    leakage = _plain(data_cfg.get("leakage")) or {}
+    near = leakage.get("near_duplicate_threshold", 0.6)
+    if near is not None and (isinstance(near, bool) or not isinstance(near, (int, float)) or not 0 < near <= 1):
+        raise ConfigError("data.leakage.near_duplicate_threshold",
+                          f"must be a Jaccard similarity in (0, 1] or null (no check), got {near!r}")
     return DataPlan(
         sources=sources, mix=mix, eval=tuple(eval_names), train_size=train_size, stopping_strategy=stopping,
         balance={k: v for k, v in balance.items() if v != "none"}, warn_drop_fraction=float(warn),
         max_drop_fraction=float(max_drop), allow_leakage=bool(data_cfg.get("allow_leakage", False)),
         cache=bool(data_cfg.get("cache", True)), cache_dir=cache_dir,
+        near_duplicate_threshold=None if near is None else float(near),
     )
 
