@@ -24,6 +24,7 @@ from medgrpo.grading.text import (
 )
 from medgrpo.prompting import ANSWER_CLOSE
 
+_MAX_JSON_ANSWERS = 64
 READERS = {"numeric": numeric, "yesno": yesno, "choice": choice, "open": open_text}
 assert tuple(READERS) == ANSWER_TYPES
 
@@ -143,7 +144,13 @@ def _gold(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
 
 def _read_blocks(segments: list[tuple[str | None, bool]], reader, options):
     """Lenient reading of several or unclosed answer blocks: they must all give the same answer."""
-    return _agreed([None if content is None else _read_block(content, reader, options) for content, _ in segments])
+    answers = []
+    for content, _ in segments:  # stop at the first block without an answer: megabytes of tags stay cheap
+        answer = None if content is None else _read_block(content, reader, options)
+        if _answer(answer) is None or (answers and answer != answers[0]):
+            return AMBIGUOUS if answer is AMBIGUOUS or answers else None
+        answers.append(answer)
+    return answers[0]
 
 
 def _agreed(answers: list):
@@ -173,6 +180,8 @@ def _read_free(region: str, reader, options):
     if reader is open_text:
         return reader.parse(region)
     values = json_answers(region)
+    if len(values) > _MAX_JSON_ANSWERS:
+        return AMBIGUOUS  # a wall of JSON answers is no answer
     if values:
         return _agreed([_read_statement(value, reader, options) for value in values])
     statement = last_statement(region)

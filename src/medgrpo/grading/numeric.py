@@ -20,8 +20,8 @@ from medgrpo.grading.text import AMBIGUOUS, REJECTED, clean, rejected
 _NUMBER = re.compile(
     r"(?<![\w.])(?P<sign>[-−])?\$?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<dec>\.\d+)?"
     r"(?:[eE](?P<exp>[-+−]?\d{1,3})(?!\w)"
-    r"|\s*(?:[x×*·]|\\times|\\cdot)\s*10\s*(?:\^|\*\*)\s*\{?\s*(?P<exp10>[-+−]?\d{1,3})\s*\}?"
-    r"|\s*(?:\^|\*\*)\s*\{?(?P<power>\d{1,2})\}?(?![\d.]))?"
+    r"|\s*(?:[x×*·]|\\times|\\cdot)\s*10\s*\^\s*\{?\s*(?P<exp10>[-+−]?\d{1,3})\s*\}?"
+    r"|\s*\^\s*\{?(?P<power>\d{1,2})\}?(?![\d.]))?"
     r"(?:\s*/\s*(?P<den>\d+)(?![\d/.]))?"
 )
 # What joins two numbers offered as alternatives: "18 or 19", "17-19", "18, 19", "18 (or maybe 19)", "18. Or 19".
@@ -34,6 +34,8 @@ _MAX_NUMBERS = 64  # an answer with more numbers than this is not read as an ans
 _SCAN_WINDOW = 256
 _NUMBER_CHARS = frozenset("0123456789,.$-−/ ")
 _LETTER = re.compile(r"[^\W\d_]")
+_UNIT = re.compile(r"\s*(?:%|(?!(?:is|are|was|were|would|can|could|should|must|may|might|seems?|appears?|not)\b)"
+                   r"[^\W\d_]+)")
 _SENTENCE_BREAK = re.compile(r"[.!?;]\s|\n")
 
 
@@ -57,7 +59,7 @@ def parse(text: str, options: tuple[str, ...] = ()) -> str | object | None:
     numbers = _numbers(text, limit=_MAX_NUMBERS + 1)
     if len(numbers) > _MAX_NUMBERS:
         return None  # a wall of numbers is not an answer (scan reads its end)
-    numbers = [(match, value) for match, value in numbers if not rejected(text, match.start(), match.end())]
+    numbers = [(match, value) for match, value in numbers if not _rejected(text, match)]
     if not numbers:
         return None
     if len({value for _, value in numbers}) == 1:
@@ -99,12 +101,12 @@ def scan(text: str, options: tuple[str, ...] = (), announced: bool = False) -> s
     if not last_two:
         return None
     last, value = last_two[-1]
-    if rejected(text, last.start(), last.end()):
+    if _rejected(text, last):
         if len(last_two) < 2:
             return REJECTED
         previous, previous_value = last_two[0]
         same_sentence = not _SENTENCE_BREAK.search(text, previous.end(), last.start())
-        if not same_sentence or rejected(text, previous.start(), previous.end()):
+        if not same_sentence or _rejected(text, previous):
             return REJECTED
         return canonical(previous_value)
     if len(last_two) == 2:
@@ -199,6 +201,12 @@ def _value(match: re.Match) -> Fraction | None:
             return None
         value **= int(match["power"])
     return -value if match["sign"] else value
+
+
+def _rejected(text: str, match: re.Match) -> bool:
+    """A negated or rejected number, also with its unit between: "260 dollars is incorrect"."""
+    unit = _UNIT.match(text, match.end())
+    return rejected(text, match.start(), match.end()) or bool(unit and rejected(text, unit.end(), unit.end()))
 
 
 def _offers_alternatives(text: str, numbers: list[tuple[re.Match, Fraction]]) -> bool:

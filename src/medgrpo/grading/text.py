@@ -114,14 +114,15 @@ def answer_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str |
 
 # ------------------------------------------------------------------------------------------- follow-up material
 
-# A new turn or exercise that a model invents after answering: "Question 2:", "### Human:", "Q:", "<|im_start|>".
-_FOLLOW_UP = re.compile(
-    r"^[ \t>#*_]*(?:(?:next|new|another|follow[- ]?up|bonus|similar)\s+)?"
+# A new turn or exercise that a model invents after answering, on a new line: "Question 2:", "### Human:", "Q:"
+# (the leading "\n" lets the regex engine jump from line to line), or a chat-template token anywhere.
+_FOLLOW_UP_LINE = re.compile(
+    r"\n[ \t>#*_]*(?:(?:next|new|another|follow[- ]?up|bonus|similar)\s+)?"
     r"(?:question|q|problem|human|user|instruction|input|exercise|query|context|passage|abstract)"
-    r"[ \t]*\d*[ \t]*[*_]*[ \t]*[:.)\]]"
-    r"|<\|(?:im_start|im_end|user|eot_id|endoftext|end|start_header_id)\|>|</s>",
-    re.IGNORECASE | re.MULTILINE,
+    r"(?:[ \t]*\d+)?[ \t]*[*_]*[ \t]*(?:[:.)\]]|(?=\r?\n|$))",
+    re.IGNORECASE,
 )
+_TURN_TOKEN = re.compile(r"<\|(?:im_start|im_end|user|eot_id|endoftext|end|start_header_id)\|>|</s>")
 _MAX_FOLLOW_UPS = 8
 _MIN_RESTART_CHARS = 12
 
@@ -131,7 +132,9 @@ def follow_up_starts(text: str, start: int = 0) -> list[int]:
     exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the text's first sentence opening a
     line again (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
     these that comes after an answer, so that an echo of the prompt before the answer stays."""
-    positions = [match.start() for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP.finditer(text, start))]
+    positions = [match.start() + 1 for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP_LINE.finditer(text, start))]
+    if "<|" in text or "</s>" in text:
+        positions += [match.start() for _, match in zip(range(_MAX_FOLLOW_UPS), _TURN_TOKEN.finditer(text, start))]
     opening = first_sentence(first_line(text[start:])).strip()
     if len(opening) >= _MIN_RESTART_CHARS:
         again = text.find("\n" + opening, text.find(opening, start) + len(opening))
@@ -170,6 +173,7 @@ _PREFIX = re.compile(
 )
 _LATEX_WRAPPER = re.compile(r"\\(?:boxed|text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])(?<!\b[A-J]\.)\s+")  # "It is not C. Spleen." is one sentence
 _STATEMENT_MAX_CHARS = 300
 
 
@@ -192,6 +196,8 @@ def last_statement(text: str) -> str | None:
                 last_start, last_end = at, match.end()
                 break
             search_end = at + len(keyword) - 1
+            if keyword == "####":  # no earlier "####" of the same run of #s can match: skip the run at once
+                search_end = len(lower[:at].rstrip("#"))
     if last_start < 0:
         return None
     if lower.startswith("\\boxed{", last_start):
@@ -266,7 +272,7 @@ def final_sentences(text: str, limit: int = 3) -> list[str]:
     """The last few non-empty sentences of the last non-empty line, last first: where a conclusion stands."""
     stripped = text.rstrip()
     line = stripped[stripped.rfind("\n") + 1:]
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s.strip(" .!?*_")]
+    sentences = [s for s in _SENTENCE_SPLIT.split(line.strip()) if s.strip(" .!?*_")]
     return sentences[::-1][:limit]
 
 
@@ -294,7 +300,7 @@ def clean(text: str) -> str:
 # incorrect", "Options A and D are wrong", "B can be ruled out").
 _FILLER = (r"(?:the|a|an|option|choice|answer|letter|be|is|it|to|that|likely|necessarily|simply|just|clearly|really|"
            r"exactly|equal|equals|quite|actually|as|with|choose|choosing|select|selecting|pick|picking|of|"
-           r"going|gonna)")
+           r"going|gonna|\(?[a-j][.):]?)")  # a letter between: "not C. Spleen" rejects the option's text too
 _NEGATED_BEFORE = re.compile(
     r"(?:\bnot|n['’]t|\bnever|\bneither|\bnor|\brather\s+than|\binstead\s+of|\bother\s+than|\bexcept(?:\s+for)?"
     r"|\bexclud(?:e|es|ed|ing)|\brul(?:e|es|ed|ing)\s+out|\beliminat(?:e|es|ed|ing)|\bagainst|\bno\s+longer)"
