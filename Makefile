@@ -63,7 +63,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 ablation-table: install
 	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),)

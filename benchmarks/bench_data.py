@@ -1,6 +1,6 @@
 """Benchmark: prepare a default-sized training mix (~220k rows) and the evaluation sets, cold and warm.
 
-    python benchmarks/bench_data.py [--rows 211269] [--out benchmarks/results/data.json]
+    python -m benchmarks.bench_data [--rows 211269] [--out benchmarks/results/data.json]
 
 The sources are synthesised locally in the hub schemas (pqa_artificial and Health_Benchmarks as Parquet,
 GSM8K as JSONL, pqa_labeled with the real official test ids, MedMCQA, MedQA, MMLU) and read through the
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks._common import write_result  # noqa: E402
+from benchmarks._common import write_result
 TEST_IDS = ROOT / "data" / "samples" / "pubmedqa" / "test_ground_truth.json"
 
 

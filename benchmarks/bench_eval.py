@@ -1,7 +1,7 @@
 """Benchmark: evaluation throughput (items/s) of the transformers engine on the tiny model, per budget mode;
 with a GPU also vLLM versus transformers on a Qwen2.5-3B-shaped model (see bench_gpu.py).
 
-    python benchmarks/bench_eval.py [--items 100] [--repeats 3]
+    python -m benchmarks.bench_eval [--items 100] [--repeats 3]
 
 Uses the bundled PubMedQA test sample, the real prompt rendering, grading and metrics: what a job's evaluation does,
 minus writing predictions. The tiny model writes until its token limit, so every item costs the full budget.
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import write_result  # noqa: E402
-from medgrpo.backends import load_policy  # noqa: E402
-from medgrpo.config import compose_config  # noqa: E402
-from medgrpo.data import prepare_eval  # noqa: E402
-from medgrpo.evaluation.budget import Budget  # noqa: E402
-from medgrpo.evaluation.engine import HFEngine  # noqa: E402
-from medgrpo.evaluation.evaluate import evaluate  # noqa: E402
-from medgrpo.prompting import PromptFormat  # noqa: E402
+from benchmarks._common import write_result
+from medgrpo.backends import LoraSpec, load_policy
+from medgrpo.config import compose_config
+from medgrpo.data import prepare_eval
+from medgrpo.evaluation.budget import Budget
+from medgrpo.evaluation.engine import HFEngine
+from medgrpo.evaluation.evaluate import evaluate
+from medgrpo.prompting import PromptFormat
 
 BUDGETS = {"off": [], "cap": ["budget=cap", "budget.max_thinking_tokens=48", "budget.max_answer_tokens=16"],
            "extend": ["budget=extend", "budget.max_thinking_tokens=48", "budget.max_answer_tokens=16",
@@ -41,7 +39,7 @@ def main() -> None:
         for mode, overrides in BUDGETS.items():
             cfg = compose_config("preset=tiny", f"eval.limit={args.items}",
                                  f"eval.max_new_tokens={args.max_new_tokens}", *overrides, output_dir=tmp)
-            policy = load_policy(cfg, "hf")
+            policy = load_policy("hf", cfg.model, LoraSpec.from_config(cfg.lora))
             prompt_format = PromptFormat.from_config(cfg.prompt)
             sets, _ = prepare_eval(cfg.data, policy.tokenizer, prompt_format, 1024, limit=args.items)
             sets = {"pubmedqa": sets["pubmedqa"]}

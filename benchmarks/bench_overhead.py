@@ -1,6 +1,6 @@
 """Benchmark: what the framework costs on top of a bare TRL script doing the same tiny GRPO run on CPU.
 
-    python benchmarks/bench_overhead.py [--steps 20] [--repeats 3]
+    python -m benchmarks.bench_overhead [--steps 20] [--repeats 3]
 
 Both sides load the same tiny model, attach the same LoRA, train on the same prepared rows with the same reward
 functions and GRPOConfig values, and save the adapter; they alternate (ABAB...) in one process with the same
@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import write_result  # noqa: E402
-from medgrpo.backends import load_policy, resolve_model_path  # noqa: E402
-from medgrpo.config import compose_config, validate  # noqa: E402
-from medgrpo.data import prepare_train  # noqa: E402
-from medgrpo.prompting import PromptFormat  # noqa: E402
-from medgrpo.rewards import build_reward_functions  # noqa: E402
-from medgrpo.train import train  # noqa: E402
+from benchmarks._common import write_result
+from medgrpo.backends import LoraSpec, load_policy, resolve_model_path
+from medgrpo.config import compose_config, validate
+from medgrpo.data import prepare_train
+from medgrpo.prompting import PromptFormat
+from medgrpo.rewards import build_reward_functions
+from medgrpo.train import train
 
 TARGET_RATIO = 1.05
 
@@ -50,8 +48,8 @@ def bare_trl(model_dir: str, cfg, dataset, reward_funcs, reward_weights, out: st
 
 
 def ours(cfg, dataset, reward_funcs, reward_weights, out: str) -> None:
-    policy = load_policy(cfg, "hf")
-    train(cfg, policy, dataset, reward_funcs, reward_weights, Path(out), report_to=[])
+    policy = load_policy("hf", cfg.model, LoraSpec.from_config(cfg.lora))
+    train(cfg.grpo, policy, dataset, reward_funcs, reward_weights, Path(out), report_to=[], seed=cfg.seed)
 
 
 def main() -> None:
@@ -67,7 +65,7 @@ def main() -> None:
         prompt_format = PromptFormat.from_config(cfg.prompt)
         reward_funcs, reward_weights = build_reward_functions(cfg.reward, prompt_format)
         model_dir = resolve_model_path(cfg.model)
-        policy = load_policy(cfg, "hf")
+        policy = load_policy("hf", cfg.model, LoraSpec.from_config(cfg.lora))
         dataset, _ = prepare_train(cfg.data, policy.tokenizer, prompt_format, cfg.seed,
                                    cfg.model.max_seq_length - cfg.grpo.max_completion_length)
         fixed_costs = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmarks/bench_*.py with its defaults; each writes benchmarks/results/<name>.json.
 
-    python benchmarks/run_all.py [--only grade,eval]
+    python -m benchmarks.run_all [--only grade,eval]
 
 Prints one line per benchmark (a skipped one with its reason) and exits non-zero if any of them failed.
 Benchmarks check performance targets; tests never time anything.
@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks._common import SKIPPED  # noqa: E402
+from benchmarks._common import SKIPPED
 
 
 def main() -> int:
@@ -29,7 +28,8 @@ def main() -> int:
     failed = []
     for script in scripts:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, str(script)], cwd=HERE.parent, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", f"benchmarks.{script.stem}"], cwd=HERE.parent,
+                              capture_output=True, text=True)
         status = {0: "ok", SKIPPED: "SKIPPED"}.get(done.returncode, f"FAILED (exit {done.returncode})")
         print(f"{script.stem:20s} {status:20s} {time.perf_counter() - start:7.1f} s")
         if done.returncode == SKIPPED:  # measured nothing here: say why, instead of passing as if measured

@@ -47,9 +47,15 @@ def test_the_option_list_is_read_from_conf():
     assert ("prompt", "think") in OPTIONS and ("data", "shared") in OPTIONS and ("grpo", "tiny") in OPTIONS
 
 
+# A group outside the primary defaults list (an optional add-on) is appended with `+`.
+IN_DEFAULTS = {next(iter(entry)) for entry in OmegaConf.load(ROOT / "conf" / "config.yaml").defaults
+               if isinstance(entry, dict) or OmegaConf.is_dict(entry)}
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path):
-    cfg = compose_config("preset=tiny", f"{group}={option}", output_dir=tmp_path)
+    plus = "" if group in IN_DEFAULTS else "+"
+    cfg = compose_config("preset=tiny", f"{plus}{group}={option}", output_dir=tmp_path)
     if (group, option) in NEEDS_GPU_OR_HUB:
         return
     if (group, option) == ("data", "shared") and not (ROOT.parent / "shared" / "data").is_dir():
@@ -143,3 +149,30 @@ def test_every_study_composes_to_its_own_objective_and_directions(name, tmp_path
     objectives = own.objective if isinstance(own.objective, ListConfig) else [own.objective]
     directions = own.hydra.sweeper.direction
     assert len(objectives) == (len(directions) if isinstance(directions, ListConfig) else 1)
+
+
+def test_validate_reports_every_bad_key_at_once(tmp_path):
+    from medgrpo.errors import ConfigErrors
+
+    cfg = compose_config("preset=tiny", "lora.rank=0", "grpo.num_generations=1", "budget=cap",
+                         "budget.max_thinking_tokens=0", output_dir=tmp_path)
+    with pytest.raises(ConfigErrors) as error:
+        validate(cfg)
+    assert error.value.keys == ["lora.rank", "grpo.num_generations", "budget.max_thinking_tokens"]
+    assert str(error.value).startswith("3 problems in the config:")
+
+
+@pytest.mark.slow
+def test_a_users_mistake_prints_one_line_not_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    done = subprocess.run([sys.executable, str(ROOT / "src" / "run.py"), "preset=tiny", "lora.rank=0",
+                           f"hydra.run.dir={tmp_path}/job"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "config key 'lora.rank': expected a positive integer, got 0" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert '"status": "failed"' in (tmp_path / "job" / "results.json").read_text()

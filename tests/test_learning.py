@@ -6,7 +6,7 @@ import pytest
 from datasets import Dataset
 from omegaconf import open_dict
 
-from medgrpo.backends import load_policy
+from medgrpo.backends import LoraSpec, load_policy
 from medgrpo.config import compose_config
 from medgrpo.train import train
 
@@ -27,9 +27,9 @@ def train_tiny(tmp_path, model_cache, learning_rate: float) -> dict:
                       output_dir=tmp_path)
     with open_dict(cfg):
         cfg.model.name_or_path = str(model_cache)
-    policy = load_policy(cfg, "hf")
+    policy = load_policy("hf", cfg.model, LoraSpec.from_config(cfg.lora))
     prompts = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in QUESTIONS * 8])
-    return train(cfg, policy, prompts, [digit_fraction], [1.0], tmp_path, report_to=[])
+    return train(cfg.grpo, policy, prompts, [digit_fraction], [1.0], tmp_path, report_to=[], seed=cfg.seed)
 
 
 def test_mean_reward_rises_at_least_twofold(tmp_path, model_cache):

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medgrpo.data.schema import register_source_schema
-from medgrpo.errors import ConfigError
+from medgrpo.errors import ConfigError, ConfigErrors, MedgrpoError
 
 
 def _dirname_suffix(override_dirname: str) -> str:
@@ -93,16 +93,6 @@ def check_grpo(cfg: DictConfig) -> None:
         raise ConfigError("grpo.learning_rate", f"expected >= 0, got {cfg.grpo.learning_rate}")
 
 
-def check_lora(cfg: DictConfig) -> None:
-    _positive_int(cfg, "lora.rank")
-    if not cfg.lora.alpha or cfg.lora.alpha <= 0:
-        raise ConfigError("lora.alpha", f"expected a positive number, got {cfg.lora.alpha!r}")
-    if not 0 <= cfg.lora.dropout < 1:
-        raise ConfigError("lora.dropout", f"expected 0 <= dropout < 1, got {cfg.lora.dropout}")
-    if not cfg.lora.target_modules:
-        raise ConfigError("lora.target_modules", "expected at least one module name")
-
-
 def check_budget(cfg: DictConfig) -> None:
     _one_of(cfg, "budget.mode", BUDGET_MODES)
     if cfg.budget.mode == "off":
@@ -164,22 +154,40 @@ def check_output_dir(path: str) -> None:
         raise ConfigError("paths.output_dir", f"cannot write to {path}: {error.strerror or error}") from error
 
 
-def validate(cfg: DictConfig) -> None:
-    """All checks that need no model. Raises ConfigError/DataError naming the key."""
-    from medgrpo import data, rewards
-    from medgrpo.prompting import PromptFormat
-
+def _check_basics(cfg: DictConfig) -> None:
     _one_of(cfg, "backend.name", BACKENDS)
     if not isinstance(cfg.seed, int):
         raise ConfigError("seed", f"expected an integer, got {cfg.seed!r}")
     _positive_int(cfg, "model.max_seq_length")
-    check_lora(cfg)
-    check_grpo(cfg)
-    check_budget(cfg)
-    check_budget_delimiter(cfg)
-    check_eval(cfg)
     if not cfg.train.enabled and not (cfg.eval.after_training or cfg.eval.before_training):
         raise ConfigError("train.enabled", "with training off, evaluation must be on (eval.after_training=true)")
-    data.validate_data_config(cfg.data)
-    rewards.build_reward_functions(cfg.reward, PromptFormat.from_config(cfg.prompt))
-    check_output_dir(cfg.paths.output_dir)
+
+
+def validate(cfg: DictConfig) -> None:
+    """All checks that need no model. Every check runs, so that a config with three mistakes costs one launch:
+    one ConfigError/DataError naming its key, or ConfigErrors listing them all."""
+    from medgrpo import data, rewards
+    from medgrpo.backends import LoraSpec
+    from medgrpo.prompting import PromptFormat
+
+    checks = [
+        lambda: _check_basics(cfg),
+        lambda: LoraSpec.from_config(cfg.lora),
+        lambda: check_grpo(cfg),
+        lambda: check_budget(cfg),
+        lambda: check_budget_delimiter(cfg),
+        lambda: check_eval(cfg),
+        lambda: data.validate_data_config(cfg.data),
+        lambda: rewards.build_reward_functions(cfg.reward, PromptFormat.from_config(cfg.prompt)),
+        lambda: check_output_dir(cfg.paths.output_dir),
+    ]
+    errors: list[MedgrpoError] = []
+    for check in checks:
+        try:
+            check()
+        except MedgrpoError as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)

@@ -15,3 +15,12 @@ class ConfigError(MedgrpoError):
 
 class DataError(MedgrpoError):
     """A data source, file, field or row is invalid."""
+
+
+class ConfigErrors(MedgrpoError):
+    """Several input problems at once: validation reports all of them, so that one launch shows every typo."""
+
+    def __init__(self, errors: list[MedgrpoError]):
+        self.errors = errors
+        self.keys = [getattr(error, "key", None) for error in errors]
+        super().__init__(f"{len(errors)} problems in the config:\n" + "\n".join(f"  - {e}" for e in errors))

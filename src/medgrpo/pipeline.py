@@ -1,8 +1,9 @@
 """One job, start to end: validate -> data -> model -> (eval before) -> GRPO -> eval -> results.json.
 
 Called by src/run.py with the composed Hydra config; returns the objective for sweepers. Every job leaves a
-results.json (status ok or failed, written atomically). A failed single run raises (non-zero exit); a failed job
-inside a sweep is recorded and returns None, so the sweep goes on and Optuna marks the trial FAIL.
+results.json (status running while it runs, then ok or failed; written atomically). A failed single run exits
+non-zero: a user's mistake (bad config or data) with one line naming the key, a bug with its traceback. A failed
+job inside a sweep is recorded and returns None, so the sweep goes on and Optuna marks the trial FAIL.
 """
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import logging
 import math
 import os
 import platform
+import socket
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medgrpo import config as config_checks
 from medgrpo.config import check_objective, objective_keys
-from medgrpo.errors import ConfigError
+from medgrpo.errors import ConfigError, MedgrpoError
 from medgrpo.results import redact_secrets, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,15 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+@dataclass
+class JobOutput:
+    """What a job's stages produce, for run_job to record."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_report: dict = field(default_factory=dict)
+    eval_during: list[dict] | None = None
+
+
 def run_job(cfg: DictConfig) -> float | list[float] | None:
     if not is_main_process():
         return _run_worker(cfg)
@@ -51,30 +64,34 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
     resolved = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     results: dict = {
         "status": "running",
+        "pid": os.getpid(),
+        "host": {"name": socket.gethostname(), "python": platform.python_version(), "machine": platform.machine(),
+                 "processes": int(os.environ.get("WORLD_SIZE", "1"))},
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "overrides": overrides,
         "seed": cfg.seed,
         "config": resolved,
         "metrics": {},
-        "host": {"python": platform.python_version(), "machine": platform.machine(),
-                 "processes": int(os.environ.get("WORLD_SIZE", "1"))},
     }
     timings: dict[str, float] = {}
     tracker = None
     try:
         config_checks.validate(cfg)
+        write_json_atomic(output_dir / "results.json", results)  # status running: a sweep summary can see it
         from medgrpo.tracking import start_tracking
 
         tracker = start_tracking(cfg.logger, resolved, output_dir, name, group)
         results["wandb"] = tracker.describe()
-        metrics = _run(cfg, output_dir, tracker, timings, results)
-        results["metrics"] = metrics
-        results["status"] = "ok"
+        output = _run(cfg, output_dir, tracker, timings)
+        results.update(metrics=output.metrics, data=output.data_report, status="ok")
+        if output.eval_during is not None:
+            results["eval_during"] = output.eval_during
         values = []
         for key in objective_keys(cfg):
-            value = metrics.get(key)
+            value = output.metrics.get(key)
             if value is None or not math.isfinite(value):
                 raise ValueError(f"objective '{key}' is {value!r} after the run; available: "
-                                 f"{sorted(k for k in metrics if k.startswith(('eval/', 'train/')))[:20]}")
+                                 f"{sorted(k for k in output.metrics if k.startswith(('eval/', 'train/')))[:20]}")
             values.append(value)
         tracker.summary({"objective": values[0] if len(values) == 1 else values})
         return values[0] if len(values) == 1 else values
@@ -82,10 +99,15 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         results["status"] = "failed"
         results["error"] = f"{type(error).__name__}: {error}"
         results["traceback"] = traceback.format_exc()
+        if multirun:
+            log.error("Job failed: %s", results["error"])
+            return None
+        if isinstance(error, MedgrpoError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            # A user's mistake: one line naming the key, not a stack trace (HYDRA_FULL_ERROR=1 shows it).
+            log.error("%s", error)
+            raise SystemExit(2) from None
         log.error("Job failed: %s", results["error"])
-        if not multirun:
-            raise
-        return None
+        raise
     finally:
         timings["total_s"] = time.time() - started
         results["timings"] = timings
@@ -99,7 +121,7 @@ def _run_worker(cfg: DictConfig) -> None:
     from medgrpo.tracking import NullTracker
 
     config_checks.validate(cfg)
-    _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {}, {})
+    _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {})
 
 
 @contextmanager
@@ -111,20 +133,24 @@ def _timed(timings: dict, key: str):
         timings[key] = time.time() - start
 
 
-def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dict) -> dict[str, float]:
+def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict) -> JobOutput:
+    """The job's stages, top to bottom; each helper gets the config groups it uses."""
     import transformers
 
     from medgrpo import data, rewards
-    from medgrpo.backends import load_policy, resolve_backend, resolve_model_path
+    from medgrpo.backends import LoraSpec, load_policy, resolve_backend, resolve_model_path
     from medgrpo.backends.hf import load_tokenizer
     from medgrpo.evaluation.budget import Budget
-    from medgrpo.evaluation.runner import EvalRunner
+    from medgrpo.evaluation.runner import EvalRunner, choose_engine_name
     from medgrpo.prompting import PromptFormat
 
     transformers.set_seed(cfg.seed)
-    backend = resolve_backend(cfg)
+    lora = LoraSpec.from_config(cfg.lora)
+    backend = resolve_backend(cfg.backend, lora)
+    use_vllm = backend == "unsloth" and bool(cfg.backend.fast_inference)  # vLLM rollouts, and eval engine `auto`
     prompt_format = PromptFormat.from_config(cfg.prompt)
     reward_funcs, reward_weights = rewards.build_reward_functions(cfg.reward, prompt_format)
+    output = JobOutput()
 
     # Data before the model: a bad dataset fails in seconds, not after loading weights.
     with _timed(timings, "data_s"):
@@ -137,33 +163,35 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, results: dic
         eval_sets, eval_report = data.prepare_eval(cfg.data, tokenizer, prompt_format, max_prompt_tokens,
                                                    limit=cfg.eval.limit)
         check_objective(cfg, list(eval_sets))
+        output.data_report = {"eval": eval_report}
         train_set = None
         if cfg.train.enabled:
             train_set, train_report = data.prepare_train(cfg.data, tokenizer, prompt_format, cfg.seed,
                                                          max_prompt_tokens)
             rewards.check_rewards_applicable(cfg.reward, train_set.column_names)
-            results["data"] = {"train": train_report, "eval": eval_report}  # the train report has the leakage check
-        else:
-            results["data"] = {"eval": eval_report}
+            output.data_report["train"] = train_report  # the train report has the leakage check
 
     with _timed(timings, "model_load_s"):
-        policy = load_policy(cfg, backend, model_path, adapter_path=cfg.eval.adapter_path)
-    evaluator = EvalRunner(cfg, policy, eval_sets, Budget.from_config(cfg.budget, cfg.eval.max_new_tokens),
-                           prompt_format, tracker, output_dir)
-    metrics: dict[str, float] = {}
+        policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
+                             tokenizer=tokenizer, adapter_path=cfg.eval.adapter_path,
+                             trainable=cfg.train.enabled, seed=cfg.seed)
+    evaluator = EvalRunner(cfg.eval, choose_engine_name(cfg.eval.engine, use_vllm), policy, eval_sets,
+                           Budget.from_config(cfg.budget, cfg.eval.max_new_tokens), prompt_format, tracker,
+                           output_dir)
     main = is_main_process()
     if cfg.eval.before_training and main:
         with _timed(timings, "eval_before_s"):
-            metrics.update(evaluator.run(prefix="eval_base", step=0, predictions_subdir="predictions_base"))
+            output.metrics.update(evaluator.run(prefix="eval_base", step=0, predictions_subdir="predictions_base"))
     if cfg.train.enabled:
         from medgrpo.train import train
 
         with _timed(timings, "train_s"):
-            metrics.update(train(cfg, policy, train_set, reward_funcs, reward_weights, output_dir,
-                                 tracker.report_to, callbacks=evaluator.callbacks() if main else []))
-        results["eval_during"] = evaluator.history
+            output.metrics.update(train(cfg.grpo, policy, train_set, reward_funcs, reward_weights, output_dir,
+                                        tracker.report_to, seed=cfg.seed, use_vllm=use_vllm,
+                                        callbacks=evaluator.callbacks() if main else []))
+        output.eval_during = evaluator.history
     if cfg.eval.after_training and main:
         with _timed(timings, "eval_s"):
-            step = int(metrics.get("train/steps", 0))
-            metrics.update(evaluator.run(prefix="eval", step=step, predictions_subdir="predictions"))
-    return metrics
+            step = int(output.metrics.get("train/steps", 0))
+            output.metrics.update(evaluator.run(prefix="eval", step=step, predictions_subdir="predictions"))
+    return output

@@ -5,11 +5,12 @@
     GRPOConfig(reward_weights=weights, ...); GRPOTrainer(reward_funcs=funcs, ...)
 
 Config schema (conf/reward/*.yaml):
-    weights: {<reward>: <weight>, ...}   reward names from REWARDS; weights >= 0, not all 0. A weight of 0 keeps
+    weights: {<reward>: <weight>, ...}   reward names registered in REWARDS; weights >= 0, not all 0. A weight of 0 keeps
                                         the reward in TRL's logs (rewards/<name>/mean) without training on it.
     params:  {<reward>: {<param>: <value>}}   optional keyword parameters of the reward functions below.
 
-Every reward is a small pure module-level function with TRL's signature
+Every reward is a small pure module-level function, registered with @reward(columns=..., check=...) so that what
+it needs stands beside its definition, with TRL's signature
 fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]: TRL passes every dataset column
 (answer, answer_type, choices, ...) as a keyword list. None means "does not apply to this row" (TRL skips it).
 Completions may be strings or chat lists; malformed ones (empty, truncated, huge, lone surrogates) score 0.
@@ -21,6 +22,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from medgrpo.errors import ConfigError
 from medgrpo.grade import completion_text, extract, grade, is_valid_answer
@@ -32,6 +34,65 @@ VALID_ANSWER_REWARD = 0.5
 TRAILING_TEXT_PENALTY = 0.001  # per character after </answer>, as in the recipe's xml count
 
 
+@dataclass(frozen=True)
+class RegisteredReward:
+    """A reward function and what it needs: the dataset columns it reads (check_rewards_applicable refuses a
+    training set without them) and a check of its reward.params values (fail(param, problem) raises)."""
+
+    fn: Callable[..., list[float | None]]
+    columns: tuple[str, ...] = ()
+    check: Callable[[dict, Callable[[str, str], None]], None] | None = None
+
+
+# name -> reward, filled by @reward below; other modules register their rewards the same way.
+REWARDS: dict[str, RegisteredReward] = {}
+
+
+def reward(columns: tuple[str, ...] = (), check: Callable | None = None):
+    """Register a reward function under its __name__, with the columns it needs and its parameter check."""
+    def register(fn):
+        if fn.__name__ in REWARDS:
+            raise ValueError(f"reward {fn.__name__!r} is registered twice")
+        REWARDS[fn.__name__] = RegisteredReward(fn, tuple(columns), check)
+        return fn
+    return register
+
+
+def _number(params: dict, param: str, default: float, fail) -> float:
+    value = params.get(param, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        fail(param, f"expected a number, got {value!r}")
+    return value
+
+
+def _check_correctness(params: dict, fail) -> None:
+    full, partial = _number(params, "full_credit", 2.0, fail), _number(params, "partial_credit", 1.0, fail)
+    if not 0 <= partial <= full:
+        fail("partial_credit", f"expected 0 <= partial_credit <= full_credit ({full}), got {partial}")
+
+
+def _check_overlong(params: dict, fail) -> None:
+    length = params.get("max_completion_length")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        fail("max_completion_length", f"required: a positive integer equal to grpo.max_completion_length, "
+                                      f"got {length!r}")
+    fraction = _number(params, "buffer_fraction", 0.25, fail)
+    if not 0 < fraction <= 1 or fraction * length < 1:
+        fail("buffer_fraction", f"expected a fraction in (0, 1] leaving a buffer of at least one token, "
+                                f"got {fraction} of {length}")
+    if _number(params, "penalty", 1.0, fail) < 0:
+        fail("penalty", "expected a number >= 0 (the reward at the limit is -penalty)")
+
+
+def _check_repetition(params: dict, fail) -> None:
+    size = params.get("ngram_size", 3)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        fail("ngram_size", f"expected a positive integer, got {size!r}")
+    if _number(params, "max_penalty", -1.0, fail) > 0:
+        fail("max_penalty", "expected a number <= 0 (a penalty)")
+
+
+@reward()
 def xml_count(prompts, completions, completion_ids=None, *, think_tag: str = "reasoning", **columns) -> list[float]:
     """0.125 for each of the four tags written once on its own line (the recipe's shaping reward), minus
     0.001 per character after </answer>; never below 0. A completion cut off inside a tag scores 0."""
@@ -50,11 +111,13 @@ def xml_count(prompts, completions, completion_ids=None, *, think_tag: str = "re
     return rewards
 
 
+@reward()
 def soft_format(prompts, completions, completion_ids=None, *, think_tag: str = "reasoning", **columns) -> list[float]:
     """0.5 when the completion opens with one reasoning block followed by one answer block (text may follow)."""
     return [FORMAT_REWARD if _layout_ok(text, think_tag, strict=False) else 0.0 for text in _texts(completions)]
 
 
+@reward()
 def strict_format(prompts, completions, completion_ids=None, *, think_tag: str = "reasoning", **columns
                   ) -> list[float]:
     """0.5 for exactly "<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>": each tag once, both blocks
@@ -62,6 +125,7 @@ def strict_format(prompts, completions, completion_ids=None, *, think_tag: str =
     return [FORMAT_REWARD if _layout_ok(text, think_tag, strict=True) else 0.0 for text in _texts(completions)]
 
 
+@reward(columns=("answer_type",))
 def valid_answer(prompts, completions, completion_ids=None, *, answer_type=None, choices=None, **columns
                  ) -> list[float | None]:
     """0.5 when the answer block holds a possible label for the item: a number, yes/no/maybe, one of its option
@@ -76,6 +140,7 @@ def valid_answer(prompts, completions, completion_ids=None, *, answer_type=None,
     return rows
 
 
+@reward(columns=("answer", "answer_type"), check=_check_correctness)
 def correctness(prompts, completions, completion_ids=None, *, answer=None, answer_type=None, choices=None,
                 full_credit: float = 2.0, partial_credit: float = 1.0, **columns) -> list[float | None]:
     """full_credit for the right answer in the answer block (grade's correct_strict); partial_credit for the
@@ -91,6 +156,7 @@ def correctness(prompts, completions, completion_ids=None, *, answer=None, answe
     return rows
 
 
+@reward(check=_check_overlong)
 def overlong(prompts, completions, completion_ids=None, *, max_completion_length: int,
              buffer_fraction: float = 0.25, penalty: float = 1.0, **columns) -> list[float]:
     """DAPO's soft overlong punishment: 0 up to max_completion_length - buffer tokens, then falling linearly to
@@ -106,6 +172,7 @@ def overlong(prompts, completions, completion_ids=None, *, max_completion_length
     return rewards
 
 
+@reward(check=_check_repetition)
 def repetition(prompts, completions, completion_ids=None, *, ngram_size: int = 3, max_penalty: float = -1.0,
                **columns) -> list[float]:
     """open-r1's n-gram repetition penalty: max_penalty * (1 - distinct n-grams / all n-grams) over lower-cased
@@ -122,11 +189,6 @@ def repetition(prompts, completions, completion_ids=None, *, ngram_size: int = 3
     return rewards
 
 
-REWARDS: dict[str, Callable[..., list[float | None]]] = {
-    fn.__name__: fn for fn in (xml_count, soft_format, strict_format, valid_answer, correctness, overlong, repetition)
-}
-# Dataset columns a reward reads; check_rewards_applicable refuses a training set without them.
-REQUIRED_COLUMNS = {"valid_answer": ("answer_type",), "correctness": ("answer", "answer_type")}
 _COLUMN_PARAMS = ("answer", "answer_type", "choices")  # keyword parameters that TRL fills from dataset columns
 # Set from the prompt format, not from reward.params: the format rewards must check the tags the prompt asks for.
 _FROM_PROMPT = ("think_tag",)
@@ -158,7 +220,7 @@ def check_rewards_applicable(reward_cfg, dataset_columns: Iterable[str]) -> None
     """Refuse rewards that cannot be computed on the prepared training set (e.g. correctness without answers)."""
     columns = set(dataset_columns)
     for name in _plain(reward_cfg).get("weights") or {}:
-        missing = [column for column in REQUIRED_COLUMNS.get(name, ()) if column not in columns]
+        missing = [column for column in REWARDS[name].columns if column not in columns]
         if missing:
             raise ConfigError(f"reward.weights.{name}",
                               f"needs dataset column(s) {missing}, but the training data has {sorted(columns)}; "
@@ -185,7 +247,7 @@ def _checked_weights(weights) -> dict[str, float]:
 
 def _bind(name: str, params: dict, prompt_format: PromptFormat) -> Callable:
     """The reward function with its parameters fixed; a partial that keeps the function's name for TRL's logs."""
-    fn = REWARDS[name]
+    fn = REWARDS[name].fn
     accepted = [p.name for p in inspect.signature(fn).parameters.values()
                 if p.kind is p.KEYWORD_ONLY and p.name not in _COLUMN_PARAMS]
     for param in params:
@@ -195,44 +257,16 @@ def _bind(name: str, params: dict, prompt_format: PromptFormat) -> Callable:
             takes = [p for p in accepted if p not in _FROM_PROMPT]
             raise ConfigError(f"reward.params.{name}.{param}",
                               f"unknown parameter; {name} takes {takes or 'no parameters'}")
-    _check_values(name, params)
+    if REWARDS[name].check is not None:
+        REWARDS[name].check(params, lambda param, problem: _fail(f"reward.params.{name}.{param}", problem))
     bound = dict(params)
     if "think_tag" in accepted:
         bound["think_tag"] = prompt_format.think_tag
     return functools.update_wrapper(functools.partial(fn, **bound), fn)
 
 
-def _check_values(name: str, params: dict) -> None:
-    def fail(param: str, problem: str):
-        raise ConfigError(f"reward.params.{name}.{param}", problem)
-
-    def number(param: str, default: float) -> float:
-        value = params.get(param, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            fail(param, f"expected a number, got {value!r}")
-        return value
-
-    if name == "correctness":
-        full, partial = number("full_credit", 2.0), number("partial_credit", 1.0)
-        if not 0 <= partial <= full:
-            fail("partial_credit", f"expected 0 <= partial_credit <= full_credit ({full}), got {partial}")
-    elif name == "overlong":
-        length = params.get("max_completion_length")
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            fail("max_completion_length", f"required: a positive integer equal to grpo.max_completion_length, "
-                                          f"got {length!r}")
-        fraction = number("buffer_fraction", 0.25)
-        if not 0 < fraction <= 1 or fraction * length < 1:
-            fail("buffer_fraction", f"expected a fraction in (0, 1] leaving a buffer of at least one token, "
-                                    f"got {fraction} of {length}")
-        if number("penalty", 1.0) < 0:
-            fail("penalty", "expected a number >= 0 (the reward at the limit is -penalty)")
-    elif name == "repetition":
-        size = params.get("ngram_size", 3)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            fail("ngram_size", f"expected a positive integer, got {size!r}")
-        if number("max_penalty", -1.0) > 0:
-            fail("max_penalty", "expected a number <= 0 (a penalty)")
+def _fail(key: str, problem: str):
+    raise ConfigError(key, problem)
 
 
 def _plain(reward_cfg) -> dict:

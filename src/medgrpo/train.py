@@ -14,16 +14,17 @@ from medgrpo.backends import Policy
 log = logging.getLogger(__name__)
 
 
-def build_grpo_config(cfg: DictConfig, reward_weights: list[float], output_dir: Path, report_to: list[str],
-                      backend: str = "hf"):
+def build_grpo_config(grpo_cfg: DictConfig, *, seed: int, use_vllm: bool, reward_weights: list[float],
+                      output_dir: Path, report_to: list[str]):
+    """TRL's GRPOConfig: the `grpo` group as it stands, plus what the job decides (seed, outputs, device, vLLM)."""
     from trl import GRPOConfig
 
     on_cuda = torch.cuda.is_available()
-    settings = OmegaConf.to_container(cfg.grpo, resolve=True)
+    settings = OmegaConf.to_container(grpo_cfg, resolve=True)
     settings.update(
         output_dir=str(output_dir / "checkpoints"),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        seed=seed,
+        data_seed=seed,
         reward_weights=reward_weights,
         report_to=report_to,
         run_name=output_dir.name,
@@ -33,7 +34,7 @@ def build_grpo_config(cfg: DictConfig, reward_weights: list[float], output_dir: 
         remove_unused_columns=False,  # rewards read answer/answer_type/choices columns
     )
     # Unsloth's patched trainer generates rollouts with the vLLM engine it attached to the model.
-    settings.setdefault("use_vllm", backend == "unsloth" and bool(cfg.backend.fast_inference))
+    settings.setdefault("use_vllm", use_vllm)
     return GRPOConfig(**settings)
 
 
@@ -53,19 +54,23 @@ def summarize_log_history(history: list[dict]) -> dict[str, float]:
 
 
 def train(
-    cfg: DictConfig,
+    grpo_cfg: DictConfig,
     policy: Policy,
     train_dataset,
     reward_funcs: list,
     reward_weights: list[float],
     output_dir: Path,
     report_to: list[str],
+    *,
+    seed: int,
+    use_vllm: bool = False,
     callbacks: list | None = None,
 ) -> dict[str, float]:
     """Run GRPO, save the LoRA adapter to <output_dir>/adapter, return `train/...` metrics."""
     from trl import GRPOTrainer
 
-    args = build_grpo_config(cfg, reward_weights, output_dir, report_to, policy.backend)
+    args = build_grpo_config(grpo_cfg, seed=seed, use_vllm=use_vllm, reward_weights=reward_weights,
+                             output_dir=output_dir, report_to=report_to)
     trainer = GRPOTrainer(
         model=policy.model,
         reward_funcs=reward_funcs,
@@ -92,5 +97,5 @@ def train(
     clipped = metrics.get("train/completions/clipped_ratio")
     if clipped is not None and clipped > 0.2:
         log.warning("%.0f%% of training completions were truncated at grpo.max_completion_length=%d",
-                    100 * clipped, cfg.grpo.max_completion_length)
+                    100 * clipped, args.max_completion_length)
     return metrics

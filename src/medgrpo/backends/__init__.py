@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medgrpo.errors import ConfigError
 
@@ -26,15 +26,53 @@ class Policy:
     model_path: str     # where the base weights came from (hub id or local dir)
 
 
+@dataclass(frozen=True)
+class LoraSpec:
+    """The `lora` group, checked once: what the hf and unsloth backends and export build adapters from."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]
+    load_in_4bit: bool
+
+    @classmethod
+    def from_config(cls, lora_cfg: DictConfig) -> LoraSpec:
+        rank, alpha, dropout = lora_cfg.rank, lora_cfg.alpha, lora_cfg.dropout
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+            raise ConfigError("lora.rank", f"expected a positive integer, got {rank!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+            raise ConfigError("lora.alpha", f"expected a positive number, got {alpha!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ConfigError("lora.dropout", f"expected 0 <= dropout < 1, got {dropout!r}")
+        if not lora_cfg.target_modules:
+            raise ConfigError("lora.target_modules", "expected at least one module name")
+        return cls(rank=rank, alpha=float(alpha), dropout=float(dropout),
+                   target_modules=tuple(OmegaConf.to_container(lora_cfg.target_modules)),
+                   load_in_4bit=bool(lora_cfg.load_in_4bit))
+
+    def peft_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by peft.LoraConfig and Unsloth's FastLanguageModel.get_peft_model."""
+        return {"r": self.rank, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "target_modules": list(self.target_modules)}
+
+
 def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
-def resolve_backend(cfg: DictConfig) -> str:
-    """The backend a config asks for, checked against this machine. Imports nothing heavy."""
-    name = cfg.backend.name
+def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
+    """The backend `backend.name` asks for, checked against this machine (4-bit included, after `auto` has
+    resolved). Imports nothing heavy."""
+    name = resolve_backend_name(backend_cfg.name)
+    if name == "hf" and lora.load_in_4bit and not cuda_available():
+        raise ConfigError("lora.load_in_4bit", "4-bit (bitsandbytes) needs CUDA; set lora.load_in_4bit=false on CPU")
+    return name
+
+
+def resolve_backend_name(name: str) -> str:
     unsloth_installed = importlib.util.find_spec("unsloth") is not None
     if name == "auto":
         return "unsloth" if cuda_available() and unsloth_installed else "hf"
@@ -43,8 +81,6 @@ def resolve_backend(cfg: DictConfig) -> str:
             raise ConfigError("backend", "backend=unsloth needs a CUDA GPU; use backend=hf (or auto) on this machine")
         if not unsloth_installed:
             raise ConfigError("backend", "backend=unsloth needs the gpu extra: pip install -e '.[gpu]'")
-    if name == "hf" and cfg.lora.load_in_4bit and not cuda_available():
-        raise ConfigError("lora.load_in_4bit", "4-bit (bitsandbytes) needs CUDA; set lora.load_in_4bit=false on CPU")
     return name
 
 
@@ -59,16 +95,18 @@ def resolve_model_path(model_cfg: DictConfig) -> str:
     return str(model_cfg.name_or_path)
 
 
-def load_policy(cfg: DictConfig, backend: str, model_path: str | None = None,
-                adapter_path: str | Path | None = None) -> Policy:
-    """Load base model + tokenizer and attach LoRA: a new trainable one, or `adapter_path` to evaluate.
-    `model_path` defaults to resolve_model_path(cfg.model)."""
-    model_path = model_path or resolve_model_path(cfg.model)
+def load_policy(backend: str, model_cfg: DictConfig, lora: LoraSpec, *, backend_cfg: DictConfig | None = None,
+                model_path: str | None = None, tokenizer=None, adapter_path: str | Path | None = None,
+                trainable: bool = True, seed: int = 0) -> Policy:
+    """Load base model + tokenizer and attach LoRA: a new trainable one, or the saved `adapter_path`.
+    `model_path` defaults to resolve_model_path(model_cfg); pass the `tokenizer` already loaded for data
+    preparation to load it only once (the hf backend uses it; Unsloth loads its own)."""
+    model_path = model_path or resolve_model_path(model_cfg)
     log.info("Loading %s with backend=%s", model_path, backend)
     if backend == "unsloth":
         from medgrpo.backends.unsloth import load_unsloth_policy
 
-        return load_unsloth_policy(cfg, model_path, adapter_path)
+        return load_unsloth_policy(model_cfg, lora, backend_cfg, model_path, adapter_path, trainable, seed)
     from medgrpo.backends.hf import load_hf_policy
 
-    return load_hf_policy(cfg, model_path, adapter_path)
+    return load_hf_policy(model_cfg, lora, model_path, adapter_path, trainable, tokenizer)

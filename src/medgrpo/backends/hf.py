@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from medgrpo.backends import Policy, cuda_available
+from medgrpo.backends import LoraSpec, Policy, cuda_available
+from medgrpo.errors import ConfigError
 
 
 def _dtype(name: str) -> torch.dtype | str:
@@ -25,18 +26,19 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
-        raise ValueError(f"model {model_path} has no chat template; use an instruct/chat model")
+        raise ConfigError("model.name_or_path", f"{model_path} has no chat template; use an instruct/chat model")
     return tokenizer
 
 
-def load_hf_policy(cfg: DictConfig, model_path: str, adapter_path: str | Path | None) -> Policy:
+def load_hf_policy(model_cfg: DictConfig, lora: LoraSpec, model_path: str, adapter_path: str | Path | None,
+                   trainable: bool, tokenizer=None) -> Policy:
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    dtype = _dtype(cfg.model.dtype)
+    tokenizer = tokenizer or load_tokenizer(model_path, model_cfg.trust_remote_code)
+    dtype = _dtype(model_cfg.dtype)
     quantization = None
-    if cfg.lora.load_in_4bit:
+    if lora.load_in_4bit:
         quantization = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
@@ -44,20 +46,13 @@ def load_hf_policy(cfg: DictConfig, model_path: str, adapter_path: str | Path | 
         model_path,
         dtype=dtype,
         quantization_config=quantization,
-        trust_remote_code=cfg.model.trust_remote_code,
+        trust_remote_code=model_cfg.trust_remote_code,
         device_map={"": 0} if cuda_available() else None,
     )
     if quantization is not None:
         model = prepare_model_for_kbit_training(model)
     if adapter_path is not None:
-        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=cfg.train.enabled)
+        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable)
     else:
-        lora = LoraConfig(
-            r=cfg.lora.rank,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, LoraConfig(**lora.peft_kwargs(), task_type="CAUSAL_LM"))
     return Policy(model=model, tokenizer=tokenizer, backend="hf", model_path=model_path)

@@ -3,7 +3,9 @@ transformers (CPU/GPU) and vLLM (GPU), so budget forcing and evaluation never ca
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -89,3 +91,46 @@ class HFEngine:
             if token == self.tokenizer.pad_token_id:
                 return Generated(new_tokens[:position], ended=False)
         return Generated(new_tokens, ended=False)
+
+
+class VLLMEngine:
+    """The Engine interface over Unsloth's vLLM (`fast_generate`), generating with the job's LoRA adapter."""
+
+    def __init__(self, model, tokenizer, adapter_dir: Path | None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapter_dir = adapter_dir
+        self._scratch: tempfile.TemporaryDirectory | None = None
+
+    def _lora_request(self):
+        if self.adapter_dir is not None:
+            return self.model.load_lora(str(self.adapter_dir))
+        # During training there is no saved adapter yet: save the current LoRA weights to evaluate them.
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="medgrpo-lora-")
+        self.model.save_pretrained(self._scratch.name)
+        return self.model.load_lora(self._scratch.name)
+
+    def generate(self, sequences, max_new_tokens, stop_strings, sampling: Sampling):
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            max_tokens=max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop=stop_strings or None,
+            include_stop_str_in_output=True,
+        )
+        prompts = [{"prompt_token_ids": ids} for ids in sequences]
+        outputs = self.model.fast_generate(prompts, sampling_params=params, lora_request=self._lora_request(),
+                                           use_tqdm=True)
+        results = []
+        for output in outputs:
+            completion = output.outputs[0]
+            # finish_reason "stop" with stop_reason None is end-of-sequence; a stop string sets stop_reason.
+            ended = completion.finish_reason == "stop" and completion.stop_reason is None
+            tokens = list(completion.token_ids)
+            if ended and tokens and tokens[-1] == self.tokenizer.eos_token_id:
+                tokens = tokens[:-1]
+            results.append(Generated(tokens, ended))
+        return results

@@ -7,37 +7,36 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from medgrpo.evaluation.budget import Budget
+from medgrpo.evaluation.engine import HFEngine, VLLMEngine
 from medgrpo.evaluation.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
 
-def choose_engine_name(eval_cfg, backend: str, fast_inference: bool) -> str:
-    if eval_cfg.engine != "auto":
-        return eval_cfg.engine
-    return "vllm" if backend == "unsloth" and fast_inference else "hf"
+def choose_engine_name(engine: str, use_vllm: bool) -> str:
+    """eval.engine, where `auto` follows the rollouts: vLLM when the policy has a vLLM engine attached."""
+    if engine != "auto":
+        return engine
+    return "vllm" if use_vllm else "hf"
 
 
 class EvalRunner:
-    def __init__(self, cfg, policy, eval_sets: dict, budget: Budget, prompt_format, tracker, output_dir: Path):
-        self.cfg = cfg
+    def __init__(self, eval_cfg, engine_name: str, policy, eval_sets: dict, budget: Budget, prompt_format, tracker,
+                 output_dir: Path):
+        self.eval_cfg = eval_cfg
+        self.engine_name = engine_name
         self.policy = policy
         self.eval_sets = eval_sets
         self.budget = budget
         self.think_close = prompt_format.think_close
         self.tracker = tracker
         self.output_dir = output_dir
-        self.engine_name = choose_engine_name(cfg.eval, policy.backend, cfg.backend.fast_inference)
         self.history: list[dict] = []
 
     def _engine(self, adapter_dir: Path | None):
         if self.engine_name == "vllm":
-            from medgrpo.backends.unsloth import VLLMEngine
-
             return VLLMEngine(self.policy.model, self.policy.tokenizer, adapter_dir)
-        from medgrpo.evaluation.engine import HFEngine
-
-        return HFEngine(self.policy.model, self.policy.tokenizer, self.cfg.eval.batch_size)
+        return HFEngine(self.policy.model, self.policy.tokenizer, self.eval_cfg.batch_size)
 
     def run(self, prefix: str, step: int, predictions_subdir: str | None, limit: int | None = None) -> dict:
         sets = self.eval_sets if limit is None else {
@@ -45,20 +44,20 @@ class EvalRunner:
         # vLLM generates with the LoRA weights saved on disk: evaluate the adapter the job just saved.
         adapter_dir = self.output_dir / "adapter" if (self.output_dir / "adapter").exists() else None
         metrics, predictions = evaluate(
-            sets, self.policy.tokenizer, self._engine(adapter_dir), self.cfg.eval, self.budget, self.think_close,
+            sets, self.policy.tokenizer, self._engine(adapter_dir), self.eval_cfg, self.budget, self.think_close,
             prefix, self.output_dir / predictions_subdir if predictions_subdir else None,
         )
         self.tracker.log({**metrics, "train/global_step": step})
         for name, rows in predictions.items():
             sample = [{k: row[k] for k in ("id", "completion", "extracted", "answer", "correct", "thinking_tokens")}
-                      for row in rows[: self.cfg.eval.num_table_rows]]
+                      for row in rows[: self.eval_cfg.num_table_rows]]
             # One table per evaluation and step: later evaluations never overwrite earlier ones.
             self.tracker.log_table(f"completions/{prefix}/{name}/step_{step}", sample)
         return metrics
 
     def callbacks(self) -> list[TrainerCallback]:
-        every = self.cfg.eval.during_training_steps
-        return [DuringTrainingEval(self, every, self.cfg.eval.during_training_limit)] if every > 0 else []
+        every = self.eval_cfg.during_training_steps
+        return [DuringTrainingEval(self, every, self.eval_cfg.during_training_limit)] if every > 0 else []
 
 
 class DuringTrainingEval(TrainerCallback):
