@@ -51,7 +51,7 @@ def grade(completion, answer, answer_type: str, choices=None) -> Graded:
     """Grade one completion. choices: option texts in letter order, or a dict letter -> text (choice items)."""
     options = options_tuple(choices)
     gold = _gold(str(answer), answer_type, options)
-    found = extract(completion, answer_type, options)
+    found = _extract(completion, _reader(answer_type), options)
     if answer_type == "open":
         return Graded(extracted=found.extracted, correct=None, extracted_strict=found.extracted_strict,
                       correct_strict=None, has_answer_block=found.has_answer_block)
@@ -62,8 +62,10 @@ def grade(completion, answer, answer_type: str, choices=None) -> Graded:
 
 def extract(completion, answer_type: str, choices=None) -> Extraction:
     """The lenient and strict answers of a completion (a string or a chat list of messages)."""
-    reader = _reader(answer_type)
-    options = options_tuple(choices)
+    return _extract(completion, _reader(answer_type), options_tuple(choices))
+
+
+def _extract(completion, reader, options: tuple[str, ...]) -> Extraction:
     text = normalise(completion_text(completion))
     spans = reasoning_spans(text)
     for at in follow_up_starts(text, spans[0][1] if spans else 0):
@@ -83,12 +85,18 @@ def _read(text: str, spans: list[tuple[int, int]], reader, options) -> tuple[obj
         region = text_after_reasoning(text, spans)
         return (None if region is None else _read_free(region, reader, options)), None, False
     strict = None
-    closes = text.count(ANSWER_CLOSE) - sum(text.count(ANSWER_CLOSE, start, end) for start, end in spans)
-    single_block = len(segments) == 1 and segments[0][1] and closes == 1
+    single_block = len(segments) == 1 and segments[0][1] and _count_outside(text, ANSWER_CLOSE, spans) == 1
     if single_block:
         strict = _read_block(segments[0][0], reader, options)
     lenient = strict if single_block else _read_blocks(segments, reader, options)
     return lenient, strict, any(closed for _, closed in segments)
+
+
+def _count_outside(text: str, tag: str, spans: list[tuple[int, int]]) -> int:
+    count = text.count(tag)
+    for start, end in spans:
+        count -= text.count(tag, start, end)
+    return count
 
 
 def _answer(raw) -> str | None:
@@ -117,15 +125,23 @@ def options_tuple(choices) -> tuple[str, ...]:
     """Option texts in letter order from a list, a tuple or a dict letter -> text; () for no choices."""
     if choices is None:
         return ()
-    if isinstance(choices, tuple) and all(isinstance(choice, str) for choice in choices):
-        return choices
     if isinstance(choices, dict):
         letters = sorted(str(key).strip().upper() for key in choices)
         if letters != list(LETTERS[:len(letters)]):
             raise DataError(f"choices keys must be the letters A, B, ... without gaps, got {sorted(choices)}")
         by_letter = {str(key).strip().upper(): text for key, text in choices.items()}
         choices = [by_letter[letter] for letter in letters]
-    if not isinstance(choices, (list, tuple)) or not all(isinstance(c, (str, int, float)) for c in choices):
+    if not isinstance(choices, (list, tuple)):
+        raise DataError(f"choices must be a list of option texts or an object letter -> text, got {choices!r}")
+    try:
+        return _option_texts(tuple(choices))
+    except TypeError:  # unhashable: not a list of texts
+        raise DataError(f"choices must be a list of option texts, got {choices!r}") from None
+
+
+@lru_cache(maxsize=4096)
+def _option_texts(choices: tuple) -> tuple[str, ...]:
+    if not all(isinstance(choice, (str, int, float)) for choice in choices):
         raise DataError(f"choices must be a list of option texts or an object letter -> text, got {choices!r}")
     return tuple(normalise(str(choice)) for choice in choices)
 

@@ -123,6 +123,7 @@ _FOLLOW_UP_LINE = re.compile(
     re.IGNORECASE,
 )
 _TURN_TOKEN = re.compile(r"<\|(?:im_start|im_end|user|eot_id|endoftext|end|start_header_id)\|>|</s>")
+_NON_SPACE = re.compile(r"\S")
 _MAX_FOLLOW_UPS = 8
 _MIN_RESTART_CHARS = 12
 
@@ -135,11 +136,16 @@ def follow_up_starts(text: str, start: int = 0) -> list[int]:
     positions = [match.start() + 1 for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP_LINE.finditer(text, start))]
     if "<|" in text or "</s>" in text:
         positions += [match.start() for _, match in zip(range(_MAX_FOLLOW_UPS), _TURN_TOKEN.finditer(text, start))]
-    opening = first_sentence(first_line(text[start:])).strip()
-    if len(opening) >= _MIN_RESTART_CHARS:
-        again = text.find("\n" + opening, text.find(opening, start) + len(opening))
-        if again >= 0:
-            positions.append(again + 1)
+    first = _NON_SPACE.search(text, start)
+    if first is not None:
+        line_end = text.find("\n", first.start())
+        line_end = len(text) if line_end < 0 else line_end
+        sentence_end = _SENTENCE_END.search(text, first.start(), line_end)
+        end = sentence_end.start() if sentence_end else line_end
+        if end - first.start() >= _MIN_RESTART_CHARS:
+            again = text.find("\n" + text[first.start():end], end)
+            if again >= 0:
+                positions.append(again + 1)
     return sorted(positions)
 
 
@@ -218,6 +224,8 @@ def json_answers(text: str) -> list[str]:
     """The values of all JSON "answer" keys in the text, in order (strings decoded); an object introduced as an
     example ("For example:\n```json {...}") is not an answer."""
     values = []
+    if "nswer" not in text and "NSWER" not in text:  # the regex has no literal prefix: skip texts without keys
+        return values
     for match in _JSON_ANSWER.finditer(text):
         brace = text.rfind("{", max(0, match.start() - 40), match.start())
         if _EXAMPLE_INTRO.search(text, max(0, brace - 80), max(brace, 0)):
@@ -320,13 +328,12 @@ _NEGATION_WINDOW = 60
 
 
 # Substrings one of which every negation before a mention contains: a cheap test before the regex.
-_NEGATION_HINTS = ("not", "n't", "n’t", "never", "neither", "nor", "than", "instead", "except", "exclud", "rul",
-                   "eliminat", "against", "longer")
+_NEGATION_HINT = re.compile(r"not|n['’]t|never|neither|nor|than|instead|except|exclud|rul|eliminat|against|longer")
 
 
 def rejected(text: str, start: int, end: int) -> bool:
     """Whether the answer mentioned at text[start:end] is negated or rejected rather than given."""
     before = text[max(0, start - _NEGATION_WINDOW):start].lower()
-    if any(hint in before for hint in _NEGATION_HINTS) and _NEGATED_BEFORE.search(before):
+    if _NEGATION_HINT.search(before) and _NEGATED_BEFORE.search(before):
         return True
     return bool(_REJECTED_AFTER.match(text, end))
