@@ -1,13 +1,20 @@
-"""Benchmark: grading throughput on one core for realistic 1-2 KB completions of mixed answer types.
+"""Benchmark: grading throughput on one core for realistic completions of mixed answer types.
 
     python benchmarks/bench_grade.py [--completions 20000] [--repeats 5] [--out benchmarks/results/grade.json]
 
-The corpus is built from the bundled real data (data/samples: GSM8K, PubMedQA, MMLU medical): reasoning written
-from each item's own solution, contexts or options, padded to 1-2 KB, then answered the way models answer:
-mostly a correct or wrong <answer> block in various notations, some answers outside the format (lenient path),
-some without any tags (statement and last-number / final-sentence fallbacks), some hedges and double blocks.
-It reports grade() throughput (target: >= 20,000 completions/s on one core), the throughput of the recipe's five
-reward functions, and how often the grader agrees with how each completion was built (should be 100%).
+Two corpora:
+- built: from the bundled real data (data/samples: GSM8K, PubMedQA, MMLU medical), reasoning written from each
+  item's own solution, contexts or options, padded to 1-2 KB, then answered the way models answer: mostly a
+  correct or wrong <answer> block in various notations, some answers outside the format (lenient path), some
+  without any tags (statement, opening-answer and conclusion fallbacks), JSON and Markdown-heading answers,
+  some hedges, double blocks and made-up follow-up questions;
+- real: every completion of tests/data/real_outputs.jsonl (published outputs of real models; JSON, Markdown,
+  chain-of-thought, degenerate repeats), graded in turn.
+It reports grade() throughput on each (target: >= 20,000 completions/s on one core), the throughput of the
+recipe's five reward functions, and how often the grader agrees with how each built completion was made (should
+be 100%). Rates are given per wall-clock second and per CPU second of this process: on a shared machine the CPU
+rate is the one-core throughput, the wall rate also counts time other processes took; the target is judged on
+the CPU rate, and the load average at the start is recorded.
 """
 from __future__ import annotations
 
@@ -24,9 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._common import write_result  # noqa: E402
-from medgrpo.grade import grade  # noqa: E402
+from medgrpo.grading import grade  # noqa: E402
 from medgrpo.prompting import PromptFormat  # noqa: E402
 from medgrpo.rewards import build_reward_functions  # noqa: E402
+from tests.test_real_outputs_agreement import choices_for, rows  # noqa: E402  (the real-output set, as graded)
 SAMPLES = ROOT / "data" / "samples"
 TARGET_PER_SECOND = 20_000
 MIN_CHARS, MAX_CHARS = 1000, 2000
@@ -91,15 +99,22 @@ def completion_for(item: dict, rng: random.Random) -> tuple[str, tuple[bool, boo
     """A completion and the grade it should get: (correct, correct_strict)."""
     think = f"<reasoning>\n{item['reasoning']}\n</reasoning>\n"
     roll = rng.random()
-    if roll < 0.60:
+    if roll < 0.55:
         return f"{think}<answer>\n{rng.choice(item['forms'])}\n</answer>", (True, True)
-    if roll < 0.75:
+    if roll < 0.70:
         return f"{think}<answer>\n{item['wrong']}\n</answer>", (False, False)
-    if roll < 0.85:
+    if roll < 0.78:
         return f"{think}The answer is {item['gold']}.", (True, False)
-    if roll < 0.95:
+    if roll < 0.86:
         free = item["free"][-(MAX_CHARS // 2):]
         return f"{item['reasoning'][:MAX_CHARS - len(free) - 1]}\n{free}", (True, False)
+    if roll < 0.90:
+        return f"{item['reasoning']}\n\n## Final Answer\n{item['gold']}", (True, False)
+    if roll < 0.94:
+        return f'```json\n{{"reasoning": "{item["reasoning"][:300]}", "answer": "{item["gold"]}"}}\n```', (True, False)
+    if roll < 0.97:
+        follow_up = f"\n\nQuestion: And the next one?\nAnswer: {item['gold']}"
+        return f"{think}The answer is {item['wrong']}.{follow_up}", (False, False)
     hedge = rng.choice([f"<answer>\n{item['gold']} or {item['wrong']}\n</answer>",
                         f"<answer>{item['wrong']}</answer>\n<answer>{item['gold']}</answer>"])
     return think + hedge, (False, False)
@@ -117,14 +132,21 @@ def build_corpus(size: int, seed: int) -> list[dict]:
     return corpus
 
 
-def throughput(corpus: list[dict], repeats: int) -> list[float]:
-    rates = []
+def real_corpus() -> list[dict]:
+    return [{"completion": row["completion"], "answer": row["answer"], "answer_type": row["answer_type"],
+             "choices": choices_for(row)} for row in rows()]
+
+
+def throughput(corpus: list[dict], repeats: int) -> tuple[list[float], list[float]]:
+    """Completions per wall-clock second and per CPU second of this process, one value per repeat."""
+    wall_rates, cpu_rates = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for row in corpus:
             grade(row["completion"], row["answer"], row["answer_type"], row["choices"])
-        rates.append(len(corpus) / (time.perf_counter() - start))
-    return rates
+        wall_rates.append(len(corpus) / (time.perf_counter() - wall))
+        cpu_rates.append(len(corpus) / (time.process_time() - cpu))
+    return wall_rates, cpu_rates
 
 
 def reward_throughput(corpus: list[dict], repeats: int, group: int = 6) -> list[float]:
@@ -155,6 +177,10 @@ def agreement(corpus: list[dict]) -> dict:
     return {"agreement": 1 - len(disagreements) / len(corpus), "examples": disagreements[:5]}
 
 
+def _lengths(corpus: list[dict]) -> list[int]:
+    return [len(row["completion"].encode("utf-8")) for row in corpus]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--completions", type=int, default=20_000)
@@ -165,24 +191,35 @@ def main() -> int:
     if hasattr(os, "sched_setaffinity"):  # one core, as the target says
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
+    load_at_start = os.getloadavg()[0]
     corpus = build_corpus(args.completions, args.seed)
-    lengths = [len(row["completion"].encode("utf-8")) for row in corpus]
-    grade_rates = throughput(corpus, args.repeats)
+    real = real_corpus()
+    wall_rates, cpu_rates = throughput(corpus, args.repeats)
+    real_wall_rates, real_cpu_rates = throughput(real * max(1, args.completions // len(real) // 4), args.repeats)
     reward_rates = reward_throughput(corpus, args.repeats)
-    median_rate = statistics.median(grade_rates)
+    cpu_rate, real_cpu_rate = statistics.median(cpu_rates), statistics.median(real_cpu_rates)
     write_result("grade", {
         "target_completions_per_s": TARGET_PER_SECOND,
-        "grade_completions_per_s": round(median_rate),
-        "grade_completions_per_s_runs": [round(rate) for rate in grade_rates],
-        "meets_target": median_rate >= TARGET_PER_SECOND,
+        "grade_completions_per_s": round(cpu_rate),
+        "grade_completions_per_s_runs": [round(rate) for rate in cpu_rates],
+        "grade_wall_completions_per_s": round(statistics.median(wall_rates)),
+        "real_outputs_completions_per_s": round(real_cpu_rate),
+        "real_outputs_wall_completions_per_s": round(statistics.median(real_wall_rates)),
+        "meets_target": min(cpu_rate, real_cpu_rate) >= TARGET_PER_SECOND,
         "recipe_rewards_completions_per_s": round(statistics.median(reward_rates)),
         "grader_agrees_with_construction": agreement(corpus),
         "settings": {
             "completions": len(corpus), "repeats": args.repeats, "seed": args.seed,
-            "bytes_mean": round(statistics.mean(lengths)), "bytes_min": min(lengths), "bytes_max": max(lengths),
+            "bytes_mean": round(statistics.mean(_lengths(corpus))), "bytes_min": min(_lengths(corpus)),
+            "bytes_max": max(_lengths(corpus)),
             "mix": {kind: sum(row["answer_type"] == kind for row in corpus) for kind in ("numeric", "yesno", "choice")},
-            "answers": "60% right block, 15% wrong block, 10% after reasoning without block, "
-                       "10% no tags, 5% hedges / double blocks",
+            "answers": "55% right block, 15% wrong block, 8% after reasoning without block, 8% no tags, "
+                       "4% Markdown heading, 4% JSON, 3% wrong answer then a made-up follow-up, 3% hedges / "
+                       "double blocks",
+            "real_outputs": {"completions": len(real), "bytes_mean": round(statistics.mean(_lengths(real))),
+                             "bytes_max": max(_lengths(real))},
+            "rate_clock": "CPU seconds of this process (wall-clock rates beside them)",
+            "load_average_at_start": round(load_at_start, 2),
             "cores_used": 1,
         },
     }, args.out)

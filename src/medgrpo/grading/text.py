@@ -124,14 +124,15 @@ _FOLLOW_UP_LINE = re.compile(
 )
 _TURN_TOKEN = re.compile(r"<\|(?:im_start|im_end|user|eot_id|endoftext|end|start_header_id)\|>|</s>")
 _NON_SPACE = re.compile(r"\S")
+_LINE_END = re.compile(r"[ \t\r]*(?:\n|$)")
 _MAX_FOLLOW_UPS = 8
 _MIN_RESTART_CHARS = 12
 
 
 def follow_up_starts(text: str, start: int = 0) -> list[int]:
     """Where made-up material may begin after `start` (the end of the first reasoning block): a new turn or
-    exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the text's first sentence opening a
-    line again (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
+    exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the text's first line written again
+    as a whole line (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
     these that comes after an answer, so that an echo of the prompt before the answer stays."""
     positions = [match.start() + 1 for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP_LINE.finditer(text, start))]
     if "<|" in text or "</s>" in text:
@@ -139,13 +140,15 @@ def follow_up_starts(text: str, start: int = 0) -> list[int]:
     first = _NON_SPACE.search(text, start)
     if first is not None:
         line_end = text.find("\n", first.start())
-        line_end = len(text) if line_end < 0 else line_end
-        sentence_end = _SENTENCE_END.search(text, first.start(), line_end)
-        end = sentence_end.start() if sentence_end else line_end
-        if end - first.start() >= _MIN_RESTART_CHARS:
-            again = text.find("\n" + text[first.start():end], end)
-            if again >= 0:
+        opening = text[first.start():len(text) if line_end < 0 else line_end].rstrip()
+        again = text.find("\n" + opening, first.start() + len(opening)) if len(opening) >= _MIN_RESTART_CHARS else -1
+        for _ in range(_MAX_FOLLOW_UPS):
+            if again < 0:
+                break
+            if _LINE_END.match(text, again + 1 + len(opening)):  # the whole first line again, on its own line
                 positions.append(again + 1)
+                break
+            again = text.find("\n" + opening, again + 1)
     return sorted(positions)
 
 
