@@ -11,44 +11,56 @@ One grader behind the rewards, the evaluation and the CLI.
 
 Where the final answer is (every answer type)
 - The text is NFKC-normalised first: full-width letters, digits and colons ("Ｂ", "Answer：B") read as plain ones.
-- Reasoning (<reasoning>/<think> ... close tag; a close tag without an opening one ends reasoning that began
-  in the prompt) is working, not an answer. A reasoning block that never closes (a truncated completion) gives no
-  answer. An <answer> block inside the reasoning is a draft: it earns nothing, strict or lenient.
-- Follow-up material never pays: a new turn or exercise the model invents after answering ("Question 2: ...
-  Answer: C", "### Human:", "<|im_start|>") and everything after it is ignored. A completion that opens by
-  echoing its prompt ("Context: ... Question: ... Answer: B") keeps that echo up to its first answer line.
-- strict: exactly one closed <answer>...</answer> outside the reasoning (and no other answer tag); its content is
-  read by the answer type's reader. Nothing outside the block counts.
+- Reasoning (<reasoning>/<think> ... close tag, also "</thinking>", "<end think>"; a close tag before any
+  opening tag ends reasoning that began in the prompt; a later stray close tag is ignored) is working, not an
+  answer. A reasoning block that never closes (a truncated completion) gives no answer. An <answer> block inside
+  the reasoning is a draft: it earns nothing, strict or lenient.
+- Follow-up material never pays: a new turn or exercise the model invents ("Question 2: ... Answer: C",
+  "### Human:", "<|im_start|>") or the completion's first line written again as a line (the model starts
+  over) cuts the text there, provided an answer (or a hedge) comes before it. So an echo of the prompt before
+  the answer ("Context: ... Question: ... Answer: B") stays.
+- strict: exactly one closed <answer>...</answer> outside the reasoning (and no other closing answer tag there);
+  its content is read by the answer type's reader. Nothing outside the block counts.
 - lenient, with answer blocks: every block must give the same answer (blocks that disagree, an empty block, or
-  a block cut off mid-tag: no answer).
-- lenient, without answer blocks: the text after the reasoning. There the LAST answer statement counts ("the
-  answer is X", "Final answer: X", "Answer: X", a heading alone on its line ("## Final Answer" then X), a JSON
-  "answer" key, also in a ```json fence, "#### X", "\\boxed{X}"); a self-correction later in the text wins.
-  Without a statement: the answer type's fallback (below).
+  a block cut off inside a tag: no answer). An unclosed block ends at the next tag ("<answer> 19 </think>");
+  an empty unclosed block at the very end is no block.
+- lenient, without answer blocks: the text after the reasoning. JSON "answer" values ({"answer": "C"}, also in
+  a ```json fence; not an object introduced as an example) must all agree, like answer blocks. Otherwise the
+  LAST answer statement counts ("the answer is X", "the answer (arabic numerals) is X", "Final answer: X",
+  "Answer: X", a heading alone on its line ("## Final Answer" then X), "#### X", "\\boxed{X}"); a
+  self-correction later in the text wins. Without a statement: the answer type's fallback (below).
 - An announced answer is read by its first sentence, then as a whole, then as the one answer it asserts.
+  An announced answer that only rejects ("the answer is not A") is no answer, and no fallback runs.
 - Never credit for hedging: two different labels, letters or numbers offered as the answer give no answer.
 - Never credit for negation or rejection: a mention negated in its clause ("not yes", "isn't 18", "rather than
-  C", "rule out B", "neither A nor B") or called wrong right after it ("C is incorrect", "Options A and D are
-  wrong", "B can be ruled out") is not an answer, and is no hedge either: "C, not D" is C.
+  C", "rule out B", "neither A nor B", "not C. Spleen") or called wrong right after it ("C is incorrect",
+  "Options A and D are wrong", "B can be ruled out", "260 dollars is incorrect") is not an answer, and is no
+  hedge either: "C, not D" is C.
 
 Per answer type
 - numeric (GSM8K): a number in any common notation ($1,234.50, 18 dollars, 25%, -3, 3/4, \\frac{3}{4}, 18.00),
-  compared as an exact value; scientific notation and powers are their value (1e3 = 1.5×10^3 / 1.5 = 1000,
-  10³ = 1000), never their mantissa. In an answer, "9 * 2 = 18" is the result after the last "="; several
-  numbers: the one the answer opens with. Fallback: the last number of the text (when rejected, the one before
-  it in the same sentence: "18, not 19"). "18 or 19", "17-19" are hedges.
+  compared as an exact value; scientific notation and powers are their value (1e3 = 1000, 1.5×10^3 =
+  1.5 \\times 10^{3} = 1500, 10³ = 1000, 2^10 = 1024), never their mantissa. In an answer, "9 * 2 = 18" is the
+  result after the last "="; several numbers: the one the answer opens with. An announced answer may spell its
+  number ("the answer is two hundred fifty-five"); an answer block must hold digits. Fallback: the last number
+  of the text (when rejected, the one before it in the same sentence: "18, not 19"). "18 or 19", "17-19" are
+  hedges.
 - yesno (PubMedQA): a label word (yes, no, maybe) standing as an answer: whole words only ("know", "Nobody",
   "yesterday" are not labels), and "no" followed by a noun is a determiner, not the label ("There is no doubt",
-  "no significant difference"). Fallback: a label opening the text ("No. The cohort was too small ..."), else
-  the label the conclusion asserts (the last sentence, reading back over sentences that only reject a label);
-  an opening and a conclusion that differ are a hedge.
+  "no significant difference"). When the item shows the labels as options (choices A: yes, B: no, C: maybe),
+  an option letter answers with its label, and a letter and a label word that disagree are a hedge. Fallback:
+  a label opening the text ("No. The cohort was too small ..."), else the label the conclusion asserts (the
+  last sentence, reading back over sentences that only reject a label); an opening and a conclusion that
+  differ are a hedge.
 - choice (multiple choice): one option letter ("B", "(B)", "B.", "**D) text**", "\\boxed{\\text{A}}", "Option
   B", "OPTION B IS CORRECT", "D, X-linked dominant") or, when the options are known, the text of exactly one
   option (case, hyphens and punctuation aside), also followed by an explanation ("Autosomal recessive, because
   ..."). A letter whose text names another option ("A. <text of C>") is a hedge. Bare capital letters count only
   in an announced answer, and not as an article or pronoun ("A patient", "I think"). Fallback: an answer opening
   the text ("B. Autosomal recessive, because ...") unless the text lists the options line by line; else the
-  option the conclusion asserts (letter mentions, else option texts).
+  option the conclusion asserts (letter mentions, else option texts; an option text alone does not overrule an
+  opening letter); else the option named right after a superlative ("the best initial test would be a head
+  MRI").
 - open (free text with a reference answer): the final answer text (the answer block, else all text after the
   reasoning, stripped). correct and correct_strict are None: an LLM judge grades open answers elsewhere.
 
