@@ -175,6 +175,9 @@ def test_every_class_has_at_least_three_cases():
     ("Among A through C, the answer is A.", "yesno", ("yes", "no", "maybe"), "yes"),
     ("So the answer is A) yes.", "yesno", ("yes", "no", "maybe"), "yes"),
     ("So the answer is B) yes.", "yesno", ("yes", "no", "maybe"), None),  # letter and label disagree: a hedge
+    ("A) Bladder\nB) Kidney\nC) Ureter\nD) Urethra", "choice", URINE, None),  # only lists the options
+    ("The kidney filters 180 L a day, so 10,440 rotations.\nTherefore, the answer (arabic numerals) is ", "numeric",
+     None, None),  # cut off at its answer cue
 ])
 def test_extracted_answer(completion, answer_type, choices, extracted):
     assert extract(completion, answer_type, choices).extracted == extracted

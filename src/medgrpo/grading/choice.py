@@ -104,7 +104,7 @@ def fallback(text: str, options: tuple[str, ...] = (), texts: bool = True) -> st
         opening = parse(first_sentence(line), options)
         if opening is None:
             opening = parse(line, options)
-    conclusion, by_letter = _conclusion(text, options, texts)
+    conclusion, by_letter = _conclusion(text, options, texts) if not _ends_with_option_list(text) else (None, False)
     if opening is None or opening is AMBIGUOUS:
         if conclusion is None and options and texts:
             return _superlative_choice(text, options)
@@ -114,6 +114,12 @@ def fallback(text: str, options: tuple[str, ...] = (), texts: bool = True) -> st
 
 def is_valid(extracted: str, options: tuple[str, ...] = ()) -> bool:
     return extracted in _valid_letters(options)
+
+
+def _ends_with_option_list(text: str) -> bool:
+    """Whether the text ends by listing options line by line ("A) ...\nB) ...\nC) ..."): no choice made."""
+    lines = text.rstrip().rsplit("\n", 3)[-3:]
+    return len(lines) >= 2 and all(_OPTION_LINE.match(line) for line in lines[-2:])
 
 
 def _conclusion(text: str, options: tuple[str, ...], texts: bool) -> tuple[object, bool]:

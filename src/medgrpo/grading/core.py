@@ -201,6 +201,8 @@ def _read_free(region: str, reader, options):
     if values:
         return _agreed([_read_statement(value, reader, options) for value in values])
     statement = last_statement(region)
+    if statement is not None and not statement.strip():
+        return None  # the text ends at its answer cue ("Therefore, the answer is"): cut off before answering
     answer = None if statement is None else _read_statement(statement, reader, options)
     return reader.fallback(region, options) if answer is None else answer
 
