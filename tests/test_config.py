@@ -176,3 +176,14 @@ def test_a_users_mistake_prints_one_line_not_a_traceback(tmp_path):
     assert "config key 'lora.rank': expected a positive integer, got 0" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert '"status": "failed"' in (tmp_path / "job" / "results.json").read_text()
+
+
+def test_an_objective_the_job_never_writes_is_refused_before_anything_loads(tmp_path):
+    cfg = compose_config("preset=tiny", "eval.after_training=false", output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="never written with eval.after_training=false") as error:
+        validate(cfg)
+    assert error.value.key == "objective"
+    validate(compose_config("preset=tiny", "eval.after_training=false", "objective=train/reward",
+                            output_dir=tmp_path))
+    validate(compose_config("preset=tiny", "eval.after_training=false", "eval.before_training=true",
+                            "objective=eval_base/pubmedqa/accuracy", output_dir=tmp_path))

@@ -134,15 +134,29 @@ def objective_keys(cfg: DictConfig) -> list[str]:
     return list(cfg.objective) if isinstance(cfg.objective, ListConfig) else [cfg.objective]
 
 
+# Metric prefixes, and the switch that makes a job write metrics under each.
+OBJECTIVE_STAGES = {"eval": "eval.after_training", "eval_base": "eval.before_training", "train": "train.enabled"}
+
+
+def unproduced_objectives(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(objective key, the switch that is off) for each objective this job would never write."""
+    pairs = [(key, OBJECTIVE_STAGES.get(str(key).split("/")[0])) for key in objective_keys(cfg)]
+    return [(key, switch) for key, switch in pairs if switch and not OmegaConf.select(cfg, switch)]
+
+
 def check_objective(cfg: DictConfig, eval_names: list[str] | None = None) -> None:
-    """Each objective is a metric key (eval/<dataset>/<metric> or train/...); with eval_names, the dataset exists."""
+    """Each objective is a metric key (eval/<dataset>/<metric>, eval_base/..., train/...) that the job will
+    write; with eval_names, its dataset is one of them."""
     for key in objective_keys(cfg):
         parts = str(key).split("/")
-        if parts[0] not in ("eval", "train"):
+        if parts[0] not in OBJECTIVE_STAGES:
             raise ConfigError("objective", f"expected a metric key like eval/<dataset>/accuracy, got '{key}'")
-        if eval_names is not None and len(parts) == 3 and parts[0] == "eval" and parts[1] not in eval_names:
+        if eval_names is not None and len(parts) == 3 and parts[0].startswith("eval") and parts[1] not in eval_names:
             raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', "
                                            f"but the eval sets are {eval_names}")
+    for key, switch in unproduced_objectives(cfg):
+        raise ConfigError("objective", f"'{key}' is never written with {switch}=false; choose an objective this "
+                                       f"job writes (e.g. objective=train/reward) or set {switch}=true")
 
 
 def check_output_dir(path: str) -> None:
@@ -173,6 +187,7 @@ def validate(cfg: DictConfig) -> None:
     checks = [
         lambda: _check_basics(cfg),
         lambda: LoraSpec.from_config(cfg.lora),
+        lambda: check_objective(cfg),
         lambda: check_grpo(cfg),
         lambda: check_budget(cfg),
         lambda: check_budget_delimiter(cfg),

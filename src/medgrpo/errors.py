@@ -17,10 +17,13 @@ class DataError(MedgrpoError):
     """A data source, file, field or row is invalid."""
 
 
-class ConfigErrors(MedgrpoError):
-    """Several input problems at once: validation reports all of them, so that one launch shows every typo."""
+class ConfigErrors(ConfigError):
+    """Several input problems at once: validation reports all of them, so that one launch shows every typo.
+    `key` is the first one's, `keys` all of them (None for a data file problem)."""
 
     def __init__(self, errors: list[MedgrpoError]):
         self.errors = errors
         self.keys = [getattr(error, "key", None) for error in errors]
-        super().__init__(f"{len(errors)} problems in the config:\n" + "\n".join(f"  - {e}" for e in errors))
+        self.key = self.keys[0]
+        MedgrpoError.__init__(self, f"{len(errors)} problems in the config:\n" +
+                              "\n".join(f"  - {e}" for e in errors))

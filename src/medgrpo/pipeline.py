@@ -21,10 +21,10 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from medgrpo import config as config_checks
-from medgrpo.config import check_objective, objective_keys
+from medgrpo.config import check_objective, objective_keys, unproduced_objectives
 from medgrpo.errors import ConfigError, MedgrpoError
 from medgrpo.results import redact_secrets, write_json_atomic
 
@@ -76,6 +76,8 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
     timings: dict[str, float] = {}
     tracker = None
     try:
+        if not multirun:
+            _fall_back_to_a_written_objective(cfg)
         config_checks.validate(cfg)
         write_json_atomic(output_dir / "results.json", results)  # status running: a sweep summary can see it
         from medgrpo.tracking import start_tracking
@@ -114,6 +116,17 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         write_json_atomic(output_dir / "results.json", results)
         if tracker is not None:
             tracker.finish(failed=results["status"] != "ok")
+
+
+def _fall_back_to_a_written_objective(cfg: DictConfig) -> None:
+    """A single run returns its objective to nobody: rather than fail a job whose evaluation is switched off over
+    the default objective, use the training reward (a sweep keeps its objective and is refused instead)."""
+    unwritten = unproduced_objectives(cfg)
+    if unwritten and cfg.train.enabled and not isinstance(cfg.objective, ListConfig):
+        key, switch = unwritten[0]
+        log.warning("objective %s is never written with %s=false: using train/reward instead", key, switch)
+        with open_dict(cfg):
+            cfg.objective = "train/reward"
 
 
 def _run_worker(cfg: DictConfig) -> None:
