@@ -167,17 +167,17 @@ def closes_then_thinks_on(completion: str) -> str:
 
 
 def test_extend_in_a_batch_cuts_each_row_at_its_own_room():
-    """Prompts of three lengths. Round 2 runs two rows with different room left (12-6 and 12-9): the engine gets
-    the larger limit, and each row is cut to its own room, so the second row is forced closed at exactly 12."""
-    scripts = {"Q?|": early_closer, "Question two?|": closes_then_thinks_on,
+    """Prompts of three lengths. Round 2 runs two rows with different room left (12-9, then 12-6): the engine
+    gets the larger limit, and each row is cut to its own room, so the first row is forced closed at exactly 12."""
+    scripts = {"Question two?|": closes_then_thinks_on, "Q?|": early_closer,
                "A much longer third question?|": endless_thinker}
     budget = Budget(mode="extend", max_thinking_tokens=12, max_answer_tokens=20, num_ignore=1, wait_text="Wait",
                     answer_prefix="|")
     texts, results, engine = run_batch(scripts, budget)
-    assert texts == ["abWaitab</r><a>B</a>", "abcdeWaityyy</r>|<a>B</a>", "x" * 12 + "</r>|B"]
-    assert [r.thinking_tokens for r in results] == [8, 12, 12]
+    assert texts == ["abcdeWaityyy</r>|<a>B</a>", "abWaitab</r><a>B</a>", "x" * 12 + "</r>|B"]
+    assert [r.thinking_tokens for r in results] == [12, 8, 12]
     assert [r.waits for r in results] == [1, 1, 0]
-    assert [r.forced_close for r in results] == [False, True, True]
+    assert [r.forced_close for r in results] == [True, False, True]
     assert [r.ended for r in results] == [True, True, True] and not any(r.truncated for r in results)
     assert engine.calls == [12, 6, 20] and engine.batch_sizes == [3, 2, 3]
 
