@@ -34,7 +34,7 @@ from benchmarks._common import write_result  # noqa: E402
 from medgrpo.grading import grade  # noqa: E402
 from medgrpo.prompting import PromptFormat  # noqa: E402
 from medgrpo.rewards import build_reward_functions  # noqa: E402
-from tests.test_real_outputs_agreement import choices_for, rows  # noqa: E402  (the real-output set, as graded)
+from tests.test_real_outputs_agreement import rows  # noqa: E402  (the real-output set, as graded)
 SAMPLES = ROOT / "data" / "samples"
 TARGET_PER_SECOND = 20_000
 MIN_CHARS, MAX_CHARS = 1000, 2000
@@ -134,7 +134,7 @@ def build_corpus(size: int, seed: int) -> list[dict]:
 
 def real_corpus() -> list[dict]:
     return [{"completion": row["completion"], "answer": row["answer"], "answer_type": row["answer_type"],
-             "choices": choices_for(row)} for row in rows()]
+             "choices": row.get("choices")} for row in rows()]
 
 
 def throughput(corpus: list[dict], repeats: int) -> tuple[list[float], list[float]]:

@@ -119,6 +119,8 @@ HACKS = {
         ("We can rule out (B).", "B", "choice", URINE),
         ("The kidney is not the answer.", "B", "choice", URINE),
         ("After all this, the answer is not yes.\nThe trial was small.", "yes", "yesno", None),
+        ("A head CT or a head MRI would both work.\n\nOption C, a lumbar puncture, may be considered, but it is not "
+         "the best initial test.", "C", "choice", WORKUP),
     ],
     "answer_block_inside_reasoning": [
         ("<reasoning>\nDraft: <answer>B</answer> but let me check.\n</reasoning>\n<answer>C</answer>", "B", "choice",

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from medgrpo.grading import YESNO_LABELS, grade
+from medgrpo.grading import grade
 
 DATA = Path(__file__).parent / "data"
 MIN_AGREEMENT = 0.995
 MAX_DISPUTED = 0.01
-# The PubMedQA prompts of these sources show the labels as options "A) yes B) no C) maybe" (data README).
-PUBMEDQA_OPTIONS = dict(zip("ABC", YESNO_LABELS))
 _DISPUTE_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*`([^`]*)`\s*\|")
 
 
@@ -43,15 +41,6 @@ def disputes() -> dict[str, str]:
             if (match := _DISPUTE_ROW.match(line))}
 
 
-def choices_for(row: dict):
-    """The row's options; a yes/no line's partial letter map (a data defect, listed in label_disputes.md) is
-    completed from the prompt's documented "A) yes B) no C) maybe"."""
-    choices = row.get("choices")
-    if row["answer_type"] == "yesno" and choices and choices.items() <= PUBMEDQA_OPTIONS.items():
-        return PUBMEDQA_OPTIONS
-    return choices
-
-
 def test_grader_agrees_with_human_labels_per_answer_type():
     disputed = disputes()
     counts = defaultdict(lambda: {"lines": 0, "agree": 0, "disputed": 0})
@@ -59,7 +48,7 @@ def test_grader_agrees_with_human_labels_per_answer_type():
     for row in rows():
         if row["ambiguous"]:
             continue
-        graded = grade(row["completion"], row["answer"], row["answer_type"], choices_for(row))
+        graded = grade(row["completion"], row["answer"], row["answer_type"], row.get("choices"))
         count = counts[row["answer_type"]]
         if json.dumps(row["human_extracted"]).strip('"') == disputed.get(row["id"]):
             count["disputed"] += 1

@@ -327,6 +327,15 @@ _REJECTED_AFTER = re.compile(
     r"|inappropriate|a\s+distractor|inconsistent|irrelevant)",
     re.IGNORECASE,
 )
+# ... or calls it wrong later in its sentence, through "but it / this": "Option C, a lumbar puncture, may be
+# considered, but it is not the best initial test".
+_REJECTED_LATER = re.compile(
+    r"[^.;!?\n]{0,200}?,\s*(?:but|however|yet|although|though)\s+(?:it|this|that)\s+"
+    r"(?:is|was|would\s+be|seems|appears)\s+(?:(?:also|clearly|still|probably)\s+)?"
+    r"(?:not\s+(?:the\s+)?(?:best|correct|right|answer|most\s+\w+)|incorrect|wrong|ruled\s+out|excluded"
+    r"|less\s+likely(?!\s+to\b)|unlikely(?!\s+to\b))",
+    re.IGNORECASE,
+)
 _NEGATION_WINDOW = 60
 
 
@@ -339,4 +348,4 @@ def rejected(text: str, start: int, end: int) -> bool:
     before = text[max(0, start - _NEGATION_WINDOW):start].lower()
     if _NEGATION_HINT.search(before) and _NEGATED_BEFORE.search(before):
         return True
-    return bool(_REJECTED_AFTER.match(text, end))
+    return bool(_REJECTED_AFTER.match(text, end) or _REJECTED_LATER.match(text, end))
