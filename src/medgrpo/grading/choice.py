@@ -162,7 +162,7 @@ def _letter_mentions(text: str, options: tuple[str, ...], announced: bool) -> tu
             if letter not in valid or letter in asserted:
                 continue
             mentioned = True
-            if not rejected(text, match.start(group), match.end(group)):
+            if not rejected(text, match.start(group), match.end(group), later=True):
                 asserted.append(letter)
     return asserted, mentioned
 
@@ -172,7 +172,7 @@ def _offers_another_letter(text: str, letter: str) -> bool:
         return True
     others = [match[group] for match in _MENTION.finditer(text)
               for group in range(1, len(match.groups()) + 1) if match[group]
-              if not rejected(text, match.start(group), match.end(group))]
+              if not rejected(text, match.start(group), match.end(group), later=True)]
     others += [match[1] for match in _HEDGED_LETTER.finditer(text) if not rejected(text, match.start(1), match.end(1))]
     return any(other != letter for other in others)
 
@@ -231,7 +231,7 @@ def _option_mentions(text: str, options: tuple[str, ...]) -> tuple[list[str], bo
     for letter, own in spans.items():
         for span in own:
             if not _inside_another_option(span, letter, spans):
-                found.append((span[0], letter, not rejected(haystack, *span)))
+                found.append((span[0], letter, not rejected(haystack, *span, later=True)))
     asserted = list(dict.fromkeys(letter for _, letter, is_asserted in sorted(found) if is_asserted))
     return asserted, bool(found)
 

@@ -327,8 +327,8 @@ _REJECTED_AFTER = re.compile(
     r"|inappropriate|a\s+distractor|inconsistent|irrelevant)",
     re.IGNORECASE,
 )
-# ... or calls it wrong later in its sentence, through "but it / this": "Option C, a lumbar puncture, may be
-# considered, but it is not the best initial test".
+# ... or (an option) calls it wrong later in its sentence, through "but it / this": "Option C, a lumbar puncture,
+# may be considered, but it is not the best initial test". Not for labels: "Yes, but this is not the best study".
 _REJECTED_LATER = re.compile(
     r"[^.;!?\n]{0,200}?,\s*(?:but|however|yet|although|though)\s+(?:it|this|that)\s+"
     r"(?:is|was|would\s+be|seems|appears)\s+(?:(?:also|clearly|still|probably)\s+)?"
@@ -343,9 +343,10 @@ _NEGATION_WINDOW = 60
 _NEGATION_HINT = re.compile(r"not|n['’]t|never|neither|nor|than|instead|except|exclud|rul|eliminat|against|longer")
 
 
-def rejected(text: str, start: int, end: int) -> bool:
-    """Whether the answer mentioned at text[start:end] is negated or rejected rather than given."""
+def rejected(text: str, start: int, end: int, later: bool = False) -> bool:
+    """Whether the answer mentioned at text[start:end] is negated or rejected rather than given; later=True also
+    reads a rejection later in its sentence (options: "Option C, ..., but it is not the best test")."""
     before = text[max(0, start - _NEGATION_WINDOW):start].lower()
     if _NEGATION_HINT.search(before) and _NEGATED_BEFORE.search(before):
         return True
-    return bool(_REJECTED_AFTER.match(text, end) or _REJECTED_LATER.match(text, end))
+    return bool(_REJECTED_AFTER.match(text, end) or (later and _REJECTED_LATER.match(text, end)))
