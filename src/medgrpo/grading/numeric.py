@@ -17,8 +17,8 @@ from medgrpo.grading.text import AMBIGUOUS, REJECTED, clean, rejected
 
 # A number not glued to a word or a decimal point on its left ("x2", "COVID19" and the "3" of "16-3" are not
 # negative or standalone numbers). Thousands groups need exactly three digits, so "1,23" is two numbers.
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−])?\$?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<dec>\.\d+)?"
+_NUMBER = re.compile(  # the leading lookahead lets the regex engine skip quickly to the next possible number
+    r"(?=[-−$\d])(?<![\w.])(?P<sign>[-−])?\$?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<dec>\.\d+)?"
     r"(?:[eE](?P<exp>[-+−]?\d{1,3})(?!\w)"
     r"|\s*(?:[x×*·]|\\times|\\cdot)\s*10\s*\^\s*\{?\s*(?P<exp10>[-+−]?\d{1,3})\s*\}?"
     r"|\s*\^\s*\{?(?P<power>\d{1,2})\}?(?![\d.]))?"
