@@ -7,7 +7,7 @@ import json
 import sys
 
 from medgrpo.errors import DataError
-from medgrpo.grading.core import _reader, grade, options_tuple
+from medgrpo.grading.core import grade, options_tuple, reader_for
 from medgrpo.grading.labels import ANSWER_TYPES
 
 
@@ -16,7 +16,7 @@ def grade_jsonl(lines, answer_type: str, source: str = "<stdin>") -> list[dict]:
 
     Raises DataError naming the line number and field of the first bad line.
     """
-    _reader(answer_type)
+    reader_for(answer_type)
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -26,7 +26,7 @@ from medgrpo.prompting import ANSWER_CLOSE
 
 _MAX_JSON_ANSWERS = 64
 READERS = {"numeric": numeric, "yesno": yesno, "choice": choice, "open": open_text}
-assert tuple(READERS) == ANSWER_TYPES
+assert tuple(READERS) == ANSWER_TYPES  # labels.ANSWER_TYPES is the one list of answer types
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def grade(completion, answer, answer_type: str, choices=None) -> Graded:
     """Grade one completion. choices: option texts in letter order, or a dict letter -> text (choice items)."""
     options = options_tuple(choices)
     gold = _gold(str(answer), answer_type, options)
-    found = _extract(completion, _reader(answer_type), options)
+    found = _extract(completion, reader_for(answer_type), options)
     if answer_type == "open":
         return Graded(extracted=found.extracted, correct=None, extracted_strict=found.extracted_strict,
                       correct_strict=None, has_answer_block=found.has_answer_block)
@@ -62,7 +62,7 @@ def grade(completion, answer, answer_type: str, choices=None) -> Graded:
 
 def extract(completion, answer_type: str, choices=None) -> Extraction:
     """The lenient and strict answers of a completion (a string or a chat list of messages)."""
-    return _extract(completion, _reader(answer_type), options_tuple(choices))
+    return _extract(completion, reader_for(answer_type), options_tuple(choices))
 
 
 def _extract(completion, reader, options: tuple[str, ...]) -> Extraction:
@@ -106,7 +106,7 @@ def _answer(raw) -> str | None:
 def is_valid_answer(extracted: str | None, answer_type: str, choices=None) -> bool:
     """Whether an extracted answer is a possible label for the item (a number; yes/no/maybe; an option letter;
     any non-empty text for open answers)."""
-    return extracted is not None and _reader(answer_type).is_valid(extracted, options_tuple(choices))
+    return extracted is not None and reader_for(answer_type).is_valid(extracted, options_tuple(choices))
 
 
 def completion_text(completion) -> str:
@@ -146,7 +146,8 @@ def _option_texts(choices: tuple) -> tuple[str, ...]:
     return tuple(normalise(str(choice)) for choice in choices)
 
 
-def _reader(answer_type: str):
+def reader_for(answer_type: str):
+    """The reader module of an answer type; DataError naming the known types otherwise."""
     try:
         return READERS[answer_type]
     except (KeyError, TypeError):
@@ -155,7 +156,7 @@ def _reader(answer_type: str):
 
 @lru_cache(maxsize=65536)
 def _gold(answer: str, answer_type: str, options: tuple[str, ...]) -> str:
-    return _reader(answer_type).normalise_gold(normalise(answer), options)
+    return reader_for(answer_type).normalise_gold(normalise(answer), options)
 
 
 def _read_blocks(segments: list[tuple[str | None, bool]], reader, options):

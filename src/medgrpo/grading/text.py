@@ -14,7 +14,6 @@ import unicodedata
 from medgrpo.prompting import ANSWER_CLOSE, ANSWER_OPEN
 
 
-
 class _Ambiguous:
     """Returned by readers when the text offers more than one answer (hedging): graded as no answer."""
 
@@ -52,7 +51,7 @@ def normalise(text: str) -> str:
 
 # Reasoning delimiters of both prompt formats: a grader does not know which one a run asked for, and a model
 # asked for <reasoning> that writes <think> still separated its working from its answer. Small models also
-# close with "<end think>" or "<\\think>".
+# close with "<end think>" or "<\think>".
 _THINK_TAG = re.compile(r"<(/|\\|end[ _]?)?\s*(?:reasoning|think|thinking)\s*>", re.IGNORECASE)
 _UNFINISHED_TAG = re.compile(r"<[^<>]*$")
 _ANY_TAG = re.compile(r"</?[A-Za-z][\w ]{0,20}>")
@@ -132,8 +131,8 @@ _MIN_RESTART_CHARS = 12
 def follow_up_starts(text: str, start: int = 0) -> list[int]:
     """Where made-up material may begin after `start` (the end of the first reasoning block): a new turn or
     exercise ("Question 2:", "### Human:", "<|im_start|>") at a line start, or the text's first line written again
-    as a whole line (the model starts over: "Let's think step by step." a second time). The grader cuts at the first of
-    these that comes after an answer, so that an echo of the prompt before the answer stays."""
+    as a whole line (the model starts over: "Let's think step by step." a second time). The grader cuts at the
+    first of these that comes after an answer, so that an echo of the prompt before the answer stays."""
     positions = [match.start() + 1 for _, match in zip(range(_MAX_FOLLOW_UPS), _FOLLOW_UP_LINE.finditer(text, start))]
     if "<|" in text or "</s>" in text:
         positions += [match.start() for _, match in zip(range(_MAX_FOLLOW_UPS), _TURN_TOKEN.finditer(text, start))]
@@ -158,8 +157,8 @@ def follow_up_starts(text: str, start: int = 0) -> list[int]:
 # end with str.rfind: the LAST statement counts, and finding it costs what the text after it costs). A model may
 # correct itself: "... the answer is 16. Wait, I forgot the tip: the answer is 18." is 18.
 _STATEMENT_AT_KEYWORD = {
-    # "the answer is", "Answer: B", JSON "answer": "B", and a heading alone on its line ("## Final Answer\nB")
-    # ("the answer (arabic numerals) is"), and a heading alone on its line ("## Final Answer\nB")
+    # "the answer is", "the answer (arabic numerals) is", "Answer: B", JSON "answer": "B", and a heading alone on
+    # its line ("## Final Answer\nB")
     "answer": re.compile(r"answer(?:[*_]*(?:\s*\([^()\n]{0,40}\))?(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be)\b"
                          r"|\s*[:=])|[\"']\s*:|[ \t*_#]*\r?\n)"),
     "option": re.compile(r"option(?:\s+is\b|[\"']\s*:)"),   # "the correct option is B", JSON "option": "B"
@@ -170,8 +169,8 @@ _STATEMENT_AT_KEYWORD = {
 _QUALIFIED = re.compile(r"(?:correct|right|best)\s+$")  # what must precede "option is" / "choice is"
 _HEADING_PREFIX = re.compile(r"[ \t>#*_]*(?:(?:the|my)\s+)?(?:final|correct|best)?[ \t*_]*$")
 _JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.){0,300})"')
-# Every JSON "answer" value ({"answer": "C"}, "final_answer": 18): like answer blocks, they must agree.
 _EXAMPLE_INTRO = re.compile(r"\bexample\b[^\n]*\n?\s*(?:```[a-z]*\s*)?$", re.IGNORECASE)
+# Every JSON "answer" value ({"answer": "C"}, "final_answer": 18): like answer blocks, they must agree.
 _JSON_ANSWER = re.compile(r'["\'](?:final_|correct_)?answer["\']\s*:\s*(?:"((?:[^"\\\n]|\\.){0,300})"'
                           r"|'([^'\n]{0,300})'|(-?[\d.,]+(?:[eE][-+]?\d+)?))", re.IGNORECASE)
 # Leading filler that adds nothing to an answer: "Answer: B", "The final answer is 18", "option B", "Choice (C)".
@@ -225,7 +224,7 @@ def last_statement(text: str) -> str | None:
 
 def json_answers(text: str) -> list[str]:
     """The values of all JSON "answer" keys in the text, in order (strings decoded); an object introduced as an
-    example ("For example:\n```json {...}") is not an answer."""
+    example ("For example:" then a ```json fence) is not an answer."""
     values = []
     if "nswer" not in text and "NSWER" not in text:  # the regex has no literal prefix: skip texts without keys
         return values
@@ -337,8 +336,6 @@ _REJECTED_LATER = re.compile(
     re.IGNORECASE,
 )
 _NEGATION_WINDOW = 60
-
-
 # Substrings one of which every negation before a mention contains: a cheap test before the regex.
 _NEGATION_HINT = re.compile(r"not|n['’]t|never|neither|nor|than|instead|except|exclud|rul|eliminat|against|longer")
 
