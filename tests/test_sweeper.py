@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import hydra
 import optuna
@@ -50,9 +51,11 @@ def test_storage_defaults_to_sqlite_in_the_sweep_dir(tmp_path, monkeypatch):
     assert [t.value for t in trials] == [float(t.params["lora.rank"]) for t in trials]
 
 
-def test_a_relative_sqlite_path_is_made_absolute_and_its_folder_created(tmp_path, monkeypatch):
-    run_study(tmp_path, monkeypatch, by_rank, "hydra.sweeper.n_trials=1",
-              "hydra.sweeper.storage=sqlite:///studies/new/tiny.db")
+def test_a_relative_sqlite_path_is_made_absolute_and_its_folder_created(tmp_path, monkeypatch, caplog):
+    with caplog.at_level(logging.INFO):
+        run_study(tmp_path, monkeypatch, by_rank, "hydra.sweeper.n_trials=1",
+                  "hydra.sweeper.storage=sqlite:///studies/new/tiny.db")
+    assert f"Storage: sqlite:///{tmp_path / 'studies/new/tiny.db'}" in caplog.messages  # what the study opened
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'studies/new/tiny.db'}")
     assert [t.state for t in study.trials] == [COMPLETE]
 
@@ -114,3 +117,91 @@ def test_a_resumed_study_numbers_its_jobs_after_the_stored_trials(tmp_path, monk
     for job, trial in zip(jobs, trials):  # job dir N ran trial N's parameters
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
         assert f"lora.rank={trial.params['lora.rank']}" in overrides
+
+
+def learning_rate(cfg) -> float:
+    return float(cfg.grpo.learning_rate)
+
+
+def test_a_resumed_study_never_replays_the_seeded_samplers_first_trials(tmp_path, monkeypatch):
+    for _ in range(2):  # the same command twice: the sampler is built again with the same seed
+        sweep = run_study(tmp_path, monkeypatch, learning_rate, "hydra.sweeper.n_trials=3")
+    rates = [t.params["grpo.learning_rate"] for t in load(sweep).trials]
+    assert len(rates) == 6 and len(set(rates)) == 6  # a continuous parameter: a repeat means a replayed stream
+
+
+def test_trial_parameters_follow_the_seed_and_trial_number(tmp_path, monkeypatch):
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    first = run_study(tmp_path / "a", monkeypatch, learning_rate, "hydra.sweeper.n_trials=2")
+    again = run_study(tmp_path / "b", monkeypatch, learning_rate, "hydra.sweeper.n_trials=2")
+    other = run_study(tmp_path / "c", monkeypatch, learning_rate, "hydra.sweeper.n_trials=2", "seed=7")
+    params = [[t.params for t in load(sweep).trials] for sweep in (first, again, other)]
+    assert params[0] == params[1] != params[2]  # reproducible from the seed, and the seed matters
+
+
+def by_rank_and_seed(cfg) -> float:
+    return float(cfg.lora.rank + cfg.seed)
+
+
+def test_each_trial_is_the_mean_over_its_seeds_each_its_own_job(tmp_path, monkeypatch):
+    sweep = run_study(tmp_path, monkeypatch, by_rank_and_seed, "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.seeds=[1,2,3]")
+    trials = load(sweep).trials
+    assert [t.state for t in trials] == [COMPLETE, COMPLETE]
+    for trial in trials:
+        rank = trial.params["lora.rank"]
+        assert "seed" not in trial.params  # the seed is not a hyperparameter
+        assert trial.value == rank + 2.0
+        assert trial.user_attrs["seed_values"] == [rank + 1.0, rank + 2.0, rank + 3.0]
+        assert trial.user_attrs["seed_std"] == [1.0]
+    jobs = job_dirs(sweep)
+    assert [int(job.name.split("_")[0]) for job in jobs] == list(range(6))  # trial t, seed i: job 3t + i
+    for number, job in enumerate(jobs):
+        overrides = list(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        trial = trials[number // 3]
+        assert f"seed={number % 3 + 1}" in overrides and f"lora.rank={trial.params['lora.rank']}" in overrides
+
+
+def test_a_trial_with_a_failed_seed_fails(tmp_path, monkeypatch):
+    def seed_two_fails(cfg):
+        return None if cfg.seed == 2 else float(cfg.seed)
+
+    sweep = run_study(tmp_path, monkeypatch, seed_two_fails, "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds=[1,2]")
+    (trial,) = load(sweep).trials
+    assert trial.state == FAIL and trial.user_attrs["seed_values"] == [1.0, None]
+
+
+@pytest.mark.parametrize("sweep_override", ["seed=1,2,3", "seed=range(1,4)"])
+def test_sweeping_the_seed_as_a_parameter_is_refused_before_any_trial(sweep_override, tmp_path, monkeypatch):
+    ran = []
+    with pytest.raises(ValueError, match=r"hydra.sweeper.seeds=\[1,2,3\]"):
+        run_study(tmp_path, monkeypatch, ran.append, sweep_override)
+    assert not ran
+
+
+def test_a_journal_file_stores_the_study_without_a_database(tmp_path, monkeypatch):
+    run_study(tmp_path, monkeypatch, by_rank, "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=shared/tiny.journal")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "shared" / "tiny.journal")))
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert [t.state for t in trials] == [COMPLETE, COMPLETE]
+
+
+def test_a_trial_left_running_by_a_dead_sweeper_fails_and_is_retried_on_resume(tmp_path, monkeypatch):
+    """The dead sweeper is simulated here (a trial asked, one heartbeat, then silence); test_scale.py kills a
+    real one with SIGKILL."""
+    url = f"sqlite:///{tmp_path / 'study' / 'optuna.db'}"
+    (tmp_path / "study").mkdir()
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    orphan = study.ask({"lora.rank": optuna.distributions.CategoricalDistribution([4, 8])})
+    storage.record_heartbeat(orphan._trial_id)
+    time.sleep(2.5)  # past the grace period
+    run_study(tmp_path, monkeypatch, by_rank, "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval=1",
+              "hydra.sweeper.grace_period=1", "hydra.sweeper.max_retry=1")
+    trials = load(tmp_path / "study").trials
+    assert [t.state for t in trials] == [FAIL, COMPLETE]
+    retry = trials[1]
+    assert retry.system_attrs["failed_trial"] == orphan.number
+    assert retry.params["lora.rank"] == orphan.params["lora.rank"]  # the same parameters, run again
