@@ -13,13 +13,14 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from medgrpo.grading import LETTERS, extract, grade
+from medgrpo.grading import LETTERS, extract, grade, is_valid_answer
 from medgrpo.grading.numeric import canonical
 from tests.test_grade_classes import HACKS, MISSED
 from tests.test_real_outputs_agreement import rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
+URINE_OPTIONS = ["Bladder", "Kidney", "Ureter", "Urethra"]
 PROPERTY = settings(max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -166,3 +167,19 @@ def test_grading_does_not_depend_on_the_hash_seed():
     in_process = "".join(json.dumps(astuple(grade(r["completion"], r["answer"], r["answer_type"], r["choices"])))
                          + "\n" for r in sample)
     assert outputs[0] == in_process and len(outputs[0].splitlines()) == len(sample)
+
+
+PIECES = ["<answer>", "</answer>", "<think>", "</think>", "<reasoning>", "</reasoning>", "Answer:", "the answer is ",
+          "not ", "yes", "no", "maybe", "A", "(B)", "C.", "D)", "18", "1e3", "1.5×10^3", " or ", ", ", "\n",
+          "Question:", "## Final Answer\n", '{"answer": "', '"}', "Ｂ", "\\boxed{", "}", "Kidney", " is incorrect"]
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(PIECES) | st.text(max_size=8), max_size=25),
+       st.sampled_from([("numeric", "18", None), ("yesno", "yes", None), ("choice", "B", tuple(URINE_OPTIONS))]))
+def test_any_text_grades_without_error_and_strict_implies_lenient(pieces, item):
+    answer_type, gold, choices = item
+    graded = grade("".join(pieces), gold, answer_type, choices)
+    assert not graded.correct_strict or graded.correct
+    for found in (graded.extracted, graded.extracted_strict):
+        assert found is None or is_valid_answer(found, answer_type, choices)

@@ -159,6 +159,15 @@ def check_objective(cfg: DictConfig, eval_names: list[str] | None = None) -> Non
                                        f"job writes (e.g. objective=train/reward) or set {switch}=true")
 
 
+def check_judge(cfg: DictConfig) -> None:
+    """A reward that calls the LLM judge needs a valid `judge` group and its API key in the environment."""
+    from medgrpo import rewards
+    from medgrpo.judge import JudgeSettings
+
+    if rewards.needs_judge(cfg.reward):
+        JudgeSettings.from_config(cfg.judge).api_key()
+
+
 def check_output_dir(path: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -182,6 +191,7 @@ def validate(cfg: DictConfig) -> None:
     one ConfigError/DataError naming its key, or ConfigErrors listing them all."""
     from medgrpo import data, rewards
     from medgrpo.backends import LoraSpec
+    from medgrpo.evaluation.safety import SafetyRules
     from medgrpo.prompting import PromptFormat
 
     checks = [
@@ -194,6 +204,8 @@ def validate(cfg: DictConfig) -> None:
         lambda: check_eval(cfg),
         lambda: data.validate_data_config(cfg.data),
         lambda: rewards.build_reward_functions(cfg.reward, PromptFormat.from_config(cfg.prompt)),
+        lambda: check_judge(cfg),
+        lambda: SafetyRules.from_config(cfg.safety),
         lambda: check_output_dir(cfg.paths.output_dir),
     ]
     errors: list[MedgrpoError] = []

@@ -74,7 +74,7 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         "metrics": {},
     }
     timings: dict[str, float] = {}
-    tracker = None
+    tracker = judge = None
     try:
         if not multirun:
             _fall_back_to_a_written_objective(cfg)
@@ -84,7 +84,8 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
 
         tracker = start_tracking(cfg.logger, resolved, output_dir, name, group)
         results["wandb"] = tracker.describe()
-        output = _run(cfg, output_dir, tracker, timings)
+        judge = _judge(cfg)
+        output = _run(cfg, output_dir, tracker, timings, judge)
         results.update(metrics=output.metrics, data=output.data_report, status="ok")
         if output.eval_during is not None:
             results["eval_during"] = output.eval_during
@@ -113,6 +114,9 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
     finally:
         timings["total_s"] = time.time() - started
         results["timings"] = timings
+        if judge is not None:  # also when the job failed: how many calls failed is the first thing to look at
+            results["judge"] = judge.stats.as_dict()
+            judge.close()
         write_json_atomic(output_dir / "results.json", results)
         if tracker is not None:
             tracker.finish(failed=results["status"] != "ok")
@@ -134,7 +138,18 @@ def _run_worker(cfg: DictConfig) -> None:
     from medgrpo.tracking import NullTracker
 
     config_checks.validate(cfg)
-    _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {})
+    _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {}, _judge(cfg))
+
+
+def _judge(cfg: DictConfig):
+    """The LLM judge when a configured reward calls it (its key was checked by validate), else None."""
+    from medgrpo import rewards
+
+    if not rewards.needs_judge(cfg.reward):
+        return None
+    from medgrpo.judge import Judge
+
+    return Judge.from_config(cfg.judge)
 
 
 @contextmanager
@@ -146,7 +161,7 @@ def _timed(timings: dict, key: str):
         timings[key] = time.time() - start
 
 
-def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict) -> JobOutput:
+def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None) -> JobOutput:
     """The job's stages, top to bottom; each helper gets the config groups it uses."""
     import transformers
 
@@ -155,6 +170,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict) -> JobOutput
     from medgrpo.backends.hf import load_tokenizer
     from medgrpo.evaluation.budget import Budget
     from medgrpo.evaluation.runner import EvalRunner, choose_engine_name
+    from medgrpo.evaluation.safety import SafetyRules
     from medgrpo.prompting import PromptFormat
 
     transformers.set_seed(cfg.seed)
@@ -162,7 +178,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict) -> JobOutput
     backend = resolve_backend(cfg.backend, lora)
     use_vllm = backend == "unsloth" and bool(cfg.backend.fast_inference)  # vLLM rollouts, and eval engine `auto`
     prompt_format = PromptFormat.from_config(cfg.prompt)
-    reward_funcs, reward_weights = rewards.build_reward_functions(cfg.reward, prompt_format)
+    reward_funcs, reward_weights = rewards.build_reward_functions(cfg.reward, prompt_format, judge)
     output = JobOutput()
 
     # Data before the model: a bad dataset fails in seconds, not after loading weights.
@@ -190,7 +206,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict) -> JobOutput
                              trainable=cfg.train.enabled, seed=cfg.seed)
     evaluator = EvalRunner(cfg.eval, choose_engine_name(cfg.eval.engine, use_vllm), policy, eval_sets,
                            Budget.from_config(cfg.budget, cfg.eval.max_new_tokens), prompt_format, tracker,
-                           output_dir)
+                           output_dir, SafetyRules.from_config(cfg.safety))
     main = is_main_process()
     if cfg.eval.before_training and main:
         with _timed(timings, "eval_before_s"):

@@ -111,7 +111,8 @@ def prepare_train(data_cfg, tokenizer, prompt_format: PromptFormat, seed: int,
     payload, files = _payload(plan, [*plan.mix, *plan.eval], prompt_format, kind="train", seed=seed,
                               mix=plan.mix, eval=plan.eval, train_size=plan.train_size,
                               stopping=plan.stopping_strategy, balance=plan.balance,
-                              allow_leakage=plan.allow_leakage, max_prompt_tokens=max_prompt_tokens)
+                              allow_leakage=plan.allow_leakage, max_prompt_tokens=max_prompt_tokens,
+                              near_duplicate_threshold=plan.near_duplicate_threshold)
 
     def build():
         columns, orders, per_source = _read_balanced(plan, seed)
@@ -150,10 +151,11 @@ def _check_pool_leakage(plan: DataPlan, columns: dict[str, dict[str, list]], ord
     """Whole training pools against the full evaluation sets (not an eval.limit subset): any seed's mix and any
     later subset are then clean too. Needs no tokenizer, so it runs before the length filter."""
     evals = {name: normalize_source(plan.sources[name], read_source(plan.sources[name]))[0] for name in plan.eval}
-    train_union = {k: [v for n in plan.mix for v in (columns[n][k][i] for i in set(orders[n]))]
-                   for k in ("id", "source", "question")}
-    return check_leakage(train_union, {n: {k: c[k] for k in ("id", "source", "question")} for n, c in evals.items()},
-                         allow=plan.allow_leakage, namespaces={n: s.id_namespace for n, s in plan.sources.items()})
+    read = ("id", "source", "question", "choices")  # choices: options count in near duplicates, in any order
+    train_union = {k: [v for n in plan.mix for v in (columns[n][k][i] for i in set(orders[n]))] for k in read}
+    return check_leakage(train_union, {n: {k: c[k] for k in read} for n, c in evals.items()},
+                         allow=plan.allow_leakage, namespaces={n: s.id_namespace for n, s in plan.sources.items()},
+                         near_duplicate_threshold=plan.near_duplicate_threshold)
 
 
 def _filter_and_mix(plan: DataPlan, columns, orders, per_source: dict, prompt_format: PromptFormat, tokenizer,
