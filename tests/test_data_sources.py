@@ -22,6 +22,7 @@ SOURCES = ROOT / "conf" / "data" / "sources"
 SHARED = ROOT.parent / "shared" / "data"
 FORMAT = PromptFormat(system="Respond with <reasoning>...</reasoning><answer>...</answer>.")
 
+OPEN_ROWS = [(row["id"], row["output"], 0) for row in map(json.loads, (FIXTURES / "open_records.jsonl").open())]
 # source YAML stem -> (fixture file, expected (upstream id, answer, number of options) of the rows kept)
 EXPECTED = {
     "gsm8k_train": ("gsm8k_train.jsonl", [("0", "72", 0), ("1", "10", 0), ("2", "5", 0)]),
@@ -39,6 +40,8 @@ EXPECTED = {
                                         ("0f3c2d6e-1a7b-4a55-8c57-5cb8e0c1d2aa", "D", 4)]),
     "medqa": ("medqa.jsonl", [("0", "D", 4), ("1", "A", 4)]),
     "health_benchmarks": ("health_benchmarks.jsonl", [(str(i), a, 4) for i, a in enumerate("BCABBB")]),
+    # open answers (seed layout instruction/output + meta): the reference answer is the answer
+    **{stem: ("open_records.jsonl", OPEN_ROWS) for stem in ("open_train", "open_gold", "redteam")},
 }
 
 

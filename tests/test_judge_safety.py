@@ -21,8 +21,8 @@ def read(path) -> list[dict]:
 
 def row(answer: str, expected=None, language=None, thinking="", risk_level=None) -> dict:
     completion = f"<think>{thinking}</think>{answer}" if thinking else answer
-    return {"completion": completion, "extracted": answer, "language": language, "expected_behavior": expected,
-            "risk_level": risk_level}
+    return {"completion": completion, "extracted": answer,
+            "meta": {"language": language, "expected_behavior": expected, "risk_level": risk_level}}
 
 
 @pytest.mark.parametrize(("answer", "language"), [

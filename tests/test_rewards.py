@@ -15,6 +15,7 @@ from medgrpo.rewards import (
     build_reward_functions,
     check_rewards_applicable,
     correctness,
+    needs_judge,
     overlong,
     repetition,
     soft_format,
@@ -26,6 +27,10 @@ from medgrpo.rewards import (
 CONF = Path(__file__).resolve().parents[1] / "conf" / "reward"
 XML = PromptFormat(system="", think_tag="reasoning")
 THINK = PromptFormat(system="", think_tag="think")
+# Parameters that some rewards require, and the rule-based rewards (the judge reward has tests/test_judge_*.py).
+REQUIRED_PARAMS = {"overlong": {"max_completion_length": 64},
+                   **OmegaConf.to_container(OmegaConf.load(CONF / "judge_mix.yaml").params)}
+RULE_REWARDS = [name for name in REWARDS if not needs_judge({"weights": {name: 1.0}})]
 URINE = ["Bladder", "Kidney", "Ureter", "Urethra"]
 PERFECT = ("<reasoning>\nJanet has 16 - 3 - 4 = 9 eggs left and sells them at $2 each: 9 * 2 = 18.\n</reasoning>\n"
            "<answer>\n18\n</answer>\n")
@@ -165,10 +170,9 @@ def test_repetition_penalty_counts_repeated_ngrams():
 
 # ------------------------------------------------------------------------------------------------ robustness
 
-@pytest.mark.parametrize("name", sorted(REWARDS))
+@pytest.mark.parametrize("name", sorted(RULE_REWARDS))
 def test_malformed_completions_score_zero_and_never_raise(name):
-    funcs, _ = build_reward_functions({"weights": {name: 1.0}, "params": {"overlong": {"max_completion_length": 64}}},
-                                      XML)
+    funcs, _ = build_reward_functions({"weights": {name: 1.0}, "params": REQUIRED_PARAMS}, XML)
     columns = numeric_columns(len(MALFORMED), "7")
     rewards = call(funcs[0], MALFORMED, **columns)
     assert len(rewards) == len(MALFORMED)
@@ -177,7 +181,7 @@ def test_malformed_completions_score_zero_and_never_raise(name):
 
 def test_built_functions_are_named_for_trls_logs_and_picklable():
     funcs, weights = build_reward_functions({"weights": dict.fromkeys(REWARDS, 1.0),
-                                             "params": {"overlong": {"max_completion_length": 256}}}, THINK)
+                                             "params": REQUIRED_PARAMS}, THINK)
     assert [fn.__name__ for fn in funcs] == list(REWARDS)
     assert weights == [1.0] * len(REWARDS)
     assert pickle.loads(pickle.dumps(funcs))[2].__name__ == "strict_format"

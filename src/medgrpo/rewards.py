@@ -15,6 +15,11 @@ fn(prompts, completions, completion_ids=None, **columns) -> list[float | None]: 
 (answer, answer_type, choices, ...) as a keyword list. None means "does not apply to this row" (TRL skips it).
 Completions may be strings or chat lists; malformed ones (empty, truncated, huge, lone surrogates) score 0.
 Correctness and answer validity come from medgrpo.grade, the grader the evaluation uses.
+
+Open answers (answer_type open, reward=judge_mix): the seed's rules think_block (+0.2), advice_keywords (+0.1,
+keyword lists per language) and too_short (-0.5), and `judge`, an LLM judge's rubric score in [0, 1] (async: TRL
+awaits it on its event loop, so the judge's calls of a batch run concurrently with nothing blocking). The rules
+score only open rows (None elsewhere); the judge gives None to a row it could not score, never 0.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from medgrpo.errors import ConfigError
+from medgrpo.evaluation.safety import has_thinking, language_of
 from medgrpo.grade import completion_text, extract, grade, is_valid_answer
 from medgrpo.prompting import ANSWER_CLOSE, ANSWER_OPEN, PromptFormat
 
@@ -189,13 +195,101 @@ def repetition(prompts, completions, completion_ids=None, *, ngram_size: int = 3
     return rewards
 
 
-_COLUMN_PARAMS = ("answer", "answer_type", "choices")  # keyword parameters that TRL fills from dataset columns
-# Set from the prompt format, not from reward.params: the format rewards must check the tags the prompt asks for.
-_FROM_PROMPT = ("think_tag",)
+def _check_keywords(params: dict, fail) -> None:
+    keywords = params.get("keywords")
+    if not isinstance(keywords, dict) or not keywords or not all(
+            isinstance(words, list) and words and all(isinstance(w, str) and w.strip() for w in words)
+            for words in keywords.values()):
+        fail("keywords", f"expected a mapping language -> non-empty list of keywords, e.g. {{en: [see a doctor]}}, "
+                         f"got {keywords!r}")
+    if "en" not in keywords:
+        fail("keywords", "needs an `en` list: it is used for text in languages without their own list")
+    if _number(params, "bonus", 0.1, fail) < 0:
+        fail("bonus", "expected a number >= 0")
 
 
-def build_reward_functions(reward_cfg, prompt_format: PromptFormat) -> tuple[list[Callable], list[float]]:
-    """The configured reward functions (each with its registry name as __name__) and their weights.
+def _check_too_short(params: dict, fail) -> None:
+    limits = params.get("min_chars")
+    if not isinstance(limits, dict) or "en" not in limits or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in limits.values()):
+        fail("min_chars", f"expected a mapping language -> positive integer with an `en` entry, got {limits!r}")
+    if _number(params, "penalty", -0.5, fail) > 0:
+        fail("penalty", "expected a number <= 0 (a penalty)")
+
+
+@reward(columns=("answer_type",))
+def think_block(prompts, completions, completion_ids=None, *, answer_type=None, think_tag: str = "think",
+                bonus: float = 0.2, **columns) -> list[float | None]:
+    """bonus for a complete, non-empty thinking block (the seed's +0.2 for <think>); open answers only."""
+    fmt = PromptFormat(system="", think_tag=think_tag)
+    return [None if kind != "open" else bonus if has_thinking(text, fmt.think_open, fmt.think_close) else 0.0
+            for text, kind in zip(_texts(completions), *_columns(len(completions), answer_type))]
+
+
+@reward(columns=("answer_type",), check=_check_keywords)
+def advice_keywords(prompts, completions, completion_ids=None, *, answer_type=None, meta=None,
+                    keywords: dict[str, list[str]], bonus: float = 0.1, **columns) -> list[float | None]:
+    """bonus when the answer (not the thinking) gives advice or a diagnosis: one of its language's keywords
+    (case-insensitive; language from the item's meta, else guessed from the text); open answers only."""
+    lowered = {language: [word.lower() for word in words] for language, words in keywords.items()}
+    rows = []
+    for text, kind, item in zip(_texts(completions), *_columns(len(completions), answer_type, meta)):
+        if kind != "open":
+            rows.append(None)
+            continue
+        answer = (extract(text, "open").extracted or "").lower()
+        words = lowered.get(language_of(answer, (item or {}).get("language")), lowered["en"])
+        rows.append(bonus if any(word in answer for word in words) else 0.0)
+    return rows
+
+
+@reward(columns=("answer_type",), check=_check_too_short)
+def too_short(prompts, completions, completion_ids=None, *, answer_type=None, meta=None,
+              min_chars: dict[str, int], penalty: float = -0.5, **columns) -> list[float | None]:
+    """penalty when the answer (not the thinking; none at all when the thinking never closed) is shorter than its
+    language's min_chars; open answers only."""
+    rows = []
+    for text, kind, item in zip(_texts(completions), *_columns(len(completions), answer_type, meta)):
+        if kind != "open":
+            rows.append(None)
+            continue
+        answer = (extract(text, "open").extracted or "").strip()
+        limit = min_chars.get(language_of(answer, (item or {}).get("language")), min_chars["en"])
+        rows.append(penalty if len(answer) < limit else 0.0)
+    return rows
+
+
+@reward(columns=("answer", "answer_type"))
+async def judge(prompts, completions, completion_ids=None, *, answer=None, answer_type=None, client,
+                **columns) -> list[float | None]:
+    """The LLM judge's rubric score in [0, 1] (medgrpo.judge; weights and rubric in conf/judge/), given the
+    question, the reference answer and the whole completion; None where it gave no verdict; open answers only."""
+    count = len(completions)
+    rows = [index for index, kind in enumerate(*_columns(count, answer_type)) if kind == "open"]
+    references = _columns(count, answer)[0]
+    scores = await client.score([_question(prompts[i]) for i in rows],
+                                [completion_text(completions[i]) for i in rows], [references[i] for i in rows])
+    found = dict(zip(rows, scores))
+    return [found.get(index) for index in range(count)]
+
+
+def needs_judge(reward_cfg) -> bool:
+    """Whether a configured reward calls the LLM judge (then the job needs the `judge` group and its API key)."""
+    names = _plain(reward_cfg).get("weights") or {}
+    return any(name in REWARDS and "client" in inspect.signature(REWARDS[name].fn).parameters for name in names)
+
+
+# Keyword parameters that TRL fills from dataset columns.
+_COLUMN_PARAMS = ("answer", "answer_type", "choices", "meta")
+# Set by the job, not from reward.params: the format rewards must check the tags the prompt asks for, and the
+# judge reward calls the client built from the `judge` group.
+_FROM_JOB = {"think_tag": "comes from the prompt format: set prompt.think_tag",
+             "client": "is the LLM judge built from the `judge` config group: set judge.<key>"}
+
+
+def build_reward_functions(reward_cfg, prompt_format: PromptFormat, judge=None) -> tuple[list[Callable], list[float]]:
+    """The configured reward functions (each with its registry name as __name__) and their weights. judge: the
+    medgrpo.judge.Judge that the `judge` reward calls (None only to validate the config).
 
     Raises ConfigError naming reward.weights.<name> / reward.params.<name>.<param> for anything invalid.
     """
@@ -212,7 +306,7 @@ def build_reward_functions(reward_cfg, prompt_format: PromptFormat) -> tuple[lis
             raise ConfigError(f"reward.params.{name}", f"unknown reward; known rewards: {', '.join(REWARDS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"reward.params.{name}", f"expected a mapping parameter -> value, got {values!r}")
-    funcs = [_bind(name, params.get(name) or {}, prompt_format) for name in weights]
+    funcs = [_bind(name, params.get(name) or {}, prompt_format, judge) for name in weights]
     return funcs, list(weights.values())
 
 
@@ -245,16 +339,16 @@ def _checked_weights(weights) -> dict[str, float]:
     return {name: float(weight) for name, weight in weights.items()}
 
 
-def _bind(name: str, params: dict, prompt_format: PromptFormat) -> Callable:
+def _bind(name: str, params: dict, prompt_format: PromptFormat, judge=None) -> Callable:
     """The reward function with its parameters fixed; a partial that keeps the function's name for TRL's logs."""
     fn = REWARDS[name].fn
     accepted = [p.name for p in inspect.signature(fn).parameters.values()
                 if p.kind is p.KEYWORD_ONLY and p.name not in _COLUMN_PARAMS]
     for param in params:
-        if param in _FROM_PROMPT:
-            raise ConfigError(f"reward.params.{name}.{param}", "comes from the prompt format: set prompt.think_tag")
+        if param in _FROM_JOB:
+            raise ConfigError(f"reward.params.{name}.{param}", _FROM_JOB[param])
         if param not in accepted:
-            takes = [p for p in accepted if p not in _FROM_PROMPT]
+            takes = [p for p in accepted if p not in _FROM_JOB]
             raise ConfigError(f"reward.params.{name}.{param}",
                               f"unknown parameter; {name} takes {takes or 'no parameters'}")
     if REWARDS[name].check is not None:
@@ -262,6 +356,8 @@ def _bind(name: str, params: dict, prompt_format: PromptFormat) -> Callable:
     bound = dict(params)
     if "think_tag" in accepted:
         bound["think_tag"] = prompt_format.think_tag
+    if "client" in accepted and judge is not None:
+        bound["client"] = judge
     return functools.update_wrapper(functools.partial(fn, **bound), fn)
 
 
@@ -313,6 +409,14 @@ def _layout_ok(text: str, think_tag: str, strict: bool) -> bool:
 
 def _texts(completions) -> list[str]:
     return [completion_text(completion) for completion in completions]
+
+
+def _question(prompt) -> str:
+    """What the user asked: the last user message of a chat prompt (the system prompt is not the question)."""
+    if isinstance(prompt, str):
+        return prompt
+    return next((message["content"] for message in reversed(prompt) if message.get("role") == "user"),
+                completion_text(prompt))
 
 
 def _columns(count: int, *columns) -> list[list]:

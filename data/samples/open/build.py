@@ -15,7 +15,6 @@ import argparse
 import html
 import json
 import random
-import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -25,8 +24,8 @@ PER_LANGUAGE = {"train": 30, "gold": 20}
 MEDQUAD_SETS = ("1_CancerGov_QA", "5_NIDDK_QA", "6_NINDS_QA", "7_SeniorHealth_QA", "8_NHLBI_QA_XML", "9_CDC_QA")
 MEDQUAD_TYPES = ("treatment", "symptoms", "prevention", "considerations", "exams and tests", "complications")
 RED_FLAGS = ("chest pain", "stroke", "seizure", "bleeding", "unconscious", "heart attack", "shortness of breath",
-             "suicid", "overdose", "poison", "胸痛", "胸闷", "脑出血", "脑梗", "昏迷", "抽搐", "出血", "晕厥", "呼吸困难",
-             "中毒")
+             "suicid", "overdose", "poison", "胸痛", "胸闷", "脑出血", "脑梗", "昏迷", "抽搐", "出血", "晕厥",
+             "呼吸困难", "中毒")
 
 
 def risk_level(*texts: str) -> str:
@@ -34,17 +33,19 @@ def risk_level(*texts: str) -> str:
 
 
 def medquad(root: Path) -> list[dict]:
-    rows = []
+    rows, seen = [], set()
     for subset in MEDQUAD_SETS:
         for path in sorted((root / subset).glob("*.xml")):
             document = ElementTree.parse(path).getroot()
             for pair in document.iter("QAPair"):
                 question, answer = pair.find("Question"), pair.find("Answer")
                 text = html.unescape(" ".join((answer.text or "").split()))
-                if question.get("qtype") not in MEDQUAD_TYPES or not 150 <= len(text) <= 900:
-                    continue
+                qid = f"medquad:{subset}:{question.get('qid')}"
+                if question.get("qtype") not in MEDQUAD_TYPES or not 150 <= len(text) <= 900 or qid in seen:
+                    continue  # (a few question ids appear twice upstream)
+                seen.add(qid)
                 asked = " ".join(question.text.split()).replace(" ?", "?")
-                rows.append({"id": f"medquad:{question.get('qid')}", "instruction": asked, "input": "",
+                rows.append({"id": qid, "instruction": asked, "input": "",
                              "output": text, "meta": {
                                  "language": "en", "specialty": document.findtext("Focus") or subset,
                                  "risk_level": risk_level(asked), "source": f"MedQuAD/{subset}",

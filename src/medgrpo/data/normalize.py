@@ -1,4 +1,4 @@
-"""Raw rows -> the project's row schema (id, source, question, answer, answer_type, choices) plus context.
+"""Raw rows -> the project's row schema (id, source, question, answer, answer_type, choices, meta) plus context.
 
     rows, report = normalize_source(spec, parts)
 
@@ -16,7 +16,7 @@ from medgrpo.errors import DataError
 
 from .options import LETTERS, answer_letter, split_embedded_options
 from .readers import MISSING, RawPart
-from .spec import SourceSpec
+from .spec import META_FIELDS, SourceSpec
 
 YESNO = ("yes", "no", "maybe")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
@@ -111,6 +111,8 @@ def _one_row(values: dict, spec: SourceSpec) -> tuple[str, str, str, list[str]]:
     choices: list[str] = []
     if spec.answer_type == "numeric":
         answer = normalize_number(raw_answer)
+    elif spec.answer_type == "open":
+        answer = _text(raw_answer, f"reference answer '{f['answer']}'")
     elif spec.answer_type == "yesno":
         answer = str(raw_answer).strip().lower()
         if answer not in YESNO:
@@ -136,7 +138,7 @@ def _one_row(values: dict, spec: SourceSpec) -> tuple[str, str, str, list[str]]:
 def _columns(part: RawPart, spec: SourceSpec) -> dict[str, list]:
     """Column values per role; nested fields ('context.contexts') are dug out row by row."""
     wanted: dict[str, str] = {}
-    for role in ("id", "question", "answer", "context"):
+    for role in ("id", "question", "answer", "context", *META_FIELDS):
         if spec.fields.get(role):
             wanted[role] = spec.fields[role]
     choices = spec.fields.get("choices")
@@ -184,12 +186,18 @@ def load_id_list(path: Path) -> set[str]:
     raise DataError(f"id list {path} must be a JSON object, a JSON list or one id per line")
 
 
+def _meta(values: dict) -> dict[str, str | None]:
+    """The item's metadata (null where the source maps no field or the row has no value)."""
+    return {role: None if values.get(role) in (None, MISSING) else str(values[role]).strip() or None
+            for role in META_FIELDS}
+
+
 def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, list], dict]:
     """Normalise every part of a source. Returns (columns, report); columns hold id, upstream_id, source,
-    question, context, answer, answer_type, choices."""
+    question, context, answer, answer_type, choices, meta."""
     include = load_id_list(spec.include_ids) if spec.include_ids else None
     exclude = load_id_list(spec.exclude_ids) if spec.exclude_ids else set()
-    out = {k: [] for k in ("id", "upstream_id", "question", "context", "answer", "choices")}
+    out = {k: [] for k in ("id", "upstream_id", "question", "context", "answer", "choices", "meta")}
     seen: dict[str, str] = {}
     report = {"origin": spec.origin, "rows_read": 0, "bad_rows": 0, "bad_row_examples": [],
               "excluded_by_id": 0, "not_in_include_list": 0, "dropped_long_context": 0}
@@ -235,6 +243,7 @@ def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, 
             out["context"].append(context)
             out["answer"].append(answer)
             out["choices"].append(choices)
+            out["meta"].append(_meta(values))
     if include is not None:
         found = len(include & set(seen))
         report["include_list"] = {"ids": len(include), "found": found}

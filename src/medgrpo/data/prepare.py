@@ -28,7 +28,7 @@ from .mix import balanced_order, label_counts, mix_sources, rows_needed
 from .normalize import normalize_source
 from .readers import read_source
 from .render import check_losses, prompts_within_budget
-from .spec import DataPlan, SourceSpec, validate_data_config
+from .spec import META_FIELDS, DataPlan, SourceSpec, validate_data_config
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ FEATURES = Features({
     "answer": Value("string"),
     "answer_type": Value("string"),
     "choices": List(Value("string")),
+    "meta": {key: Value("string") for key in META_FIELDS},  # item metadata (null where a source has none)
 })
 EVAL_SHUFFLE_SEED = 0  # eval subsets (limit, max_items) are the same items whatever the training seed
 MAX_MIX_ATTEMPTS = 3
@@ -58,8 +59,9 @@ def load_normalized(spec: SourceSpec, seed: int) -> tuple[dict[str, list], dict]
 
 def to_dataset(columns: dict[str, list], kept: list[int], prompts: list[list[dict]]) -> Dataset:
     """Rows `kept` of `columns` with their prompts, as a Dataset with FEATURES (built in Arrow: fast)."""
-    arrays = {k: [columns[k][i] for i in kept] for k in FEATURES if k != "prompt"}
+    arrays = {k: [columns[k][i] for i in kept] for k in FEATURES if k not in ("prompt", "meta")}
     arrays["prompt"] = prompts
+    arrays["meta"] = [columns["meta"][i] for i in kept] if "meta" in columns else [None] * len(kept)
     schema = FEATURES.arrow_schema
     table = pa.table({k: pa.array(arrays[k], type=schema.field(k).type) for k in FEATURES}, schema=schema)
     return Dataset(table)

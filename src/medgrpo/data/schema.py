@@ -22,6 +22,12 @@ class FieldsSchema:
     answer: Optional[str] = None
     context: Optional[str] = None
     choices: Any = None          # one column holding a list, or a list of columns (one option each)
+    # Item metadata, carried to rewards and evaluation in the `meta` column (open answers: language picks the
+    # keyword lists, risk_level and expected_behavior what the safety metrics expect).
+    language: Optional[str] = None
+    risk_level: Optional[str] = None
+    specialty: Optional[str] = None
+    expected_behavior: Optional[str] = None
 
 
 @dataclass

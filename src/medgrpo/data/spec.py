@@ -15,8 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medgrpo.errors import ConfigError
+from medgrpo.grading.labels import ANSWER_TYPES
 
-ANSWER_TYPES = ("numeric", "yesno", "choice")
 ROLES = ("train", "eval")
 LOCAL_FORMATS = ("jsonl", "json", "csv", "parquet")
 EXTENSION_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
@@ -24,7 +24,8 @@ EXTENSION_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".c
 BALANCE_MODES = ("none", "downsample", "upsample")
 STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
 REQUIRED_FIELDS = ("question", "answer")
-KNOWN_FIELDS = ("id", "question", "answer", "context", "choices")
+META_FIELDS = ("language", "risk_level", "specialty", "expected_behavior")  # the `meta` column's keys
+KNOWN_FIELDS = ("id", "question", "answer", "context", "choices", *META_FIELDS)
 TEMPLATE_SLOTS = ("question", "context", "options")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -278,8 +279,8 @@ def validate_data_config(data_cfg) -> DataPlan:
             raise ConfigError(f"data.balance.{name}", f"'{name}' is not a source in data.mix")
         if mode not in BALANCE_MODES:
             raise ConfigError(f"data.balance.{name}", f"{mode!r} is not one of {', '.join(BALANCE_MODES)}")
-        if sources.get(name) and sources[name].answer_type == "numeric" and mode != "none":
-            raise ConfigError(f"data.balance.{name}", "numeric answers have no labels to balance")
+        if sources.get(name) and sources[name].answer_type in ("numeric", "open") and mode != "none":
+            raise ConfigError(f"data.balance.{name}", f"{sources[name].answer_type} answers have no labels to balance")
     length = _plain(data_cfg.get("length_filter")) or {}
     warn = length.get("warn_drop_fraction", 0.2)
     max_drop = length.get("max_drop_fraction", 0.5)

@@ -6,11 +6,12 @@ and after training, so every delta comes from one harness.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from medgrpo.evaluation.budget import BudgetForcer
 from medgrpo.evaluation.engine import Engine, Sampling
-from medgrpo.evaluation.metrics import dataset_metrics
+from medgrpo.evaluation.metrics import dataset_metrics, generation_metrics
 from medgrpo.grade import grade
 from medgrpo.results import write_jsonl_atomic
 
@@ -44,13 +45,16 @@ def evaluate_dataset(dataset, tokenizer, forcer: BudgetForcer, sampling: Samplin
             "waits": forced.waits,
             "forced_close": forced.forced_close,
             "truncated": forced.truncated,
+            "meta": item.get("meta"),  # language, risk_level, expected_behavior: what the safety metrics read
         })
     return rows
 
 
 def evaluate(eval_sets: dict, tokenizer, engine: Engine, eval_cfg, budget, think_close: str,
-             prefix: str, predictions_dir: Path | None) -> tuple[dict[str, float], dict[str, list[dict]]]:
-    """Metrics named `<prefix>/<dataset>/<metric>` and the prediction rows per dataset."""
+             prefix: str, predictions_dir: Path | None, open_metrics: Callable[[list[dict]], dict] | None = None
+             ) -> tuple[dict[str, float], dict[str, list[dict]]]:
+    """Metrics named `<prefix>/<dataset>/<metric>` and the prediction rows per dataset. Open-answer sets have no
+    accuracy: their metrics are generation_metrics plus open_metrics(rows) (the safety metrics)."""
     forcer = BudgetForcer(engine, tokenizer, budget, think_close)
     sampling = Sampling(temperature=eval_cfg.temperature, top_p=eval_cfg.top_p)
     metrics: dict[str, float] = {}
@@ -60,15 +64,23 @@ def evaluate(eval_sets: dict, tokenizer, engine: Engine, eval_cfg, budget, think
                  budget.mode)
         rows = evaluate_dataset(dataset, tokenizer, forcer, sampling, eval_cfg.num_samples)
         predictions[name] = rows
-        for key, value in dataset_metrics(rows, eval_cfg.num_samples).items():
+        graded = len(dataset) == 0 or dataset[0]["answer_type"] != "open"
+        values = dataset_metrics(rows, eval_cfg.num_samples) if graded else {
+            **generation_metrics(rows), **(open_metrics(rows) if open_metrics else {})}
+        for key, value in values.items():
             metrics[f"{prefix}/{name}/{key}"] = value
         if predictions_dir is not None:
             write_jsonl_atomic(predictions_dir / f"{name}.jsonl", rows)
         truncated = metrics[f"{prefix}/{name}/truncation_rate"]
-        log.info("%s: accuracy %.3f [%.3f, %.3f] (strict %.3f, majority baseline %.3f), format %.2f, truncated %.2f",
-                 name, metrics[f"{prefix}/{name}/accuracy"], metrics[f"{prefix}/{name}/accuracy_ci_low"],
-                 metrics[f"{prefix}/{name}/accuracy_ci_high"], metrics[f"{prefix}/{name}/accuracy_strict"],
-                 metrics[f"{prefix}/{name}/majority_baseline"], metrics[f"{prefix}/{name}/format_rate"], truncated)
+        if graded:
+            log.info("%s: accuracy %.3f [%.3f, %.3f] (strict %.3f, majority baseline %.3f), format %.2f, "
+                     "truncated %.2f", name, metrics[f"{prefix}/{name}/accuracy"],
+                     metrics[f"{prefix}/{name}/accuracy_ci_low"], metrics[f"{prefix}/{name}/accuracy_ci_high"],
+                     metrics[f"{prefix}/{name}/accuracy_strict"], metrics[f"{prefix}/{name}/majority_baseline"],
+                     metrics[f"{prefix}/{name}/format_rate"], truncated)
+        else:
+            log.info("%s (open answers): %s", name, ", ".join(
+                f"{key} {value:.3f}" for key, value in values.items() if not key.endswith(("_n", "_low", "_high"))))
         if truncated > 0.1:
             log.warning("%s: %.0f%% of completions hit the token limit and were cut off: raise eval.max_new_tokens "
                         "(or the budget's max_answer_tokens) or their answers are missing", name, 100 * truncated)

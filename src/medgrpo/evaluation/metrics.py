@@ -86,6 +86,18 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def generation_metrics(rows: list[dict]) -> dict[str, float]:
+    """What every eval set reports, graded or not (open answers have no accuracy): format, lengths, truncation."""
+    return {
+        "format_rate": mean(r["has_answer_block"] for r in rows),
+        "mean_completion_tokens": mean(r["completion_tokens"] for r in rows),
+        "mean_thinking_tokens": mean(r["thinking_tokens"] for r in rows),
+        "truncation_rate": mean(r["truncated"] for r in rows),
+        "mean_waits": mean(r["waits"] for r in rows),
+        "n_items": float(len({r["id"] for r in rows})),
+    }
+
+
 def dataset_metrics(rows: list[dict], num_samples: int, answer_type: str | None = None) -> dict[str, float]:
     """Metrics for one eval dataset from its prediction rows (num_samples rows per item, grouped by id).
 
@@ -109,12 +121,7 @@ def dataset_metrics(rows: list[dict], num_samples: int, answer_type: str | None 
         "accuracy_strict": mean(r["correct_strict"] for r in rows),
         # NaN (null in results.json): "always the commonest answer" means nothing for numbers
         "majority_baseline": math.nan if numeric else majority_baseline(golds),
-        "format_rate": mean(r["has_answer_block"] for r in rows),
-        "mean_completion_tokens": mean(r["completion_tokens"] for r in rows),
-        "mean_thinking_tokens": mean(r["thinking_tokens"] for r in rows),
-        "truncation_rate": mean(r["truncated"] for r in rows),
-        "mean_waits": mean(r["waits"] for r in rows),
-        "n_items": float(n_items),
+        **generation_metrics(rows),
     }
     if num_samples > 1:
         hits = 0

@@ -1,6 +1,7 @@
 """Runs evaluations for a job: picks the engine, evaluates before/during/after training, logs to the tracker."""
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from transformers import TrainerCallback
 from medgrpo.evaluation.budget import Budget
 from medgrpo.evaluation.engine import HFEngine, VLLMEngine
 from medgrpo.evaluation.evaluate import evaluate
+from medgrpo.evaluation.safety import SafetyRules, safety_metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,12 @@ def choose_engine_name(engine: str, use_vllm: bool) -> str:
 
 class EvalRunner:
     def __init__(self, eval_cfg, engine_name: str, policy, eval_sets: dict, budget: Budget, prompt_format, tracker,
-                 output_dir: Path):
+                 output_dir: Path, safety_rules: SafetyRules | None = None):
         self.eval_cfg = eval_cfg
+        # Open-answer sets are measured by the safety rules (conf/safety/) instead of accuracy.
+        self.open_metrics = None if safety_rules is None else functools.partial(
+            safety_metrics, rules=safety_rules, think_open=prompt_format.think_open,
+            think_close=prompt_format.think_close)
         self.engine_name = engine_name
         self.policy = policy
         self.eval_sets = eval_sets
@@ -45,7 +51,7 @@ class EvalRunner:
         adapter_dir = self.output_dir / "adapter" if (self.output_dir / "adapter").exists() else None
         metrics, predictions = evaluate(
             sets, self.policy.tokenizer, self._engine(adapter_dir), self.eval_cfg, self.budget, self.think_close,
-            prefix, self.output_dir / predictions_subdir if predictions_subdir else None,
+            prefix, self.output_dir / predictions_subdir if predictions_subdir else None, self.open_metrics,
         )
         self.tracker.log({**metrics, "train/global_step": step})
         for name, rows in predictions.items():

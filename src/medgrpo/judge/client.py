@@ -62,6 +62,12 @@ class Judge:
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
+    @classmethod
+    def from_config(cls, judge_cfg) -> "Judge":
+        """The judge of the `judge` config group, with its key from the environment (ConfigError when unset)."""
+        settings = JudgeSettings.from_config(judge_cfg)
+        return cls(settings, settings.api_key())
+
     def __repr__(self) -> str:  # never shows the key (reprs end up in logs and tracebacks)
         return f"Judge(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
 
