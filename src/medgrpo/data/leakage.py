@@ -191,7 +191,7 @@ def check_leakage(train: Dataset | dict, evals: dict[str, Dataset | dict], allow
             if text_hit:
                 by_text += 1
             near_hit = next((p["train"] for p in near.get(row_id, ()) if p["eval_set"] == name), None)
-            if near_hit:
+            if near_hit and not (hit or text_hit):  # counted here only when ids and exact text missed it
                 by_near += 1
             if (hit or text_hit or near_hit) and row_id not in leaked:
                 leaked.add(row_id)
