@@ -5,8 +5,9 @@
                                       [--wandb-group GROUP --wandb-project P --wandb-entity E]
 
 prints a Markdown table and writes ablation.md, ablation.csv, ablation_jobs.csv and PNG plots into
-<sweep>/ablation/. This file is only the command line: the logic is in src/medgrpo/analysis/ (report.py
-chains jobs.py -> table.py -> render.py / plots.py, and study.py for Optuna sweeps).
+<sweep>/ablation/, with selection.json: the --metrics/--baseline reused when run again without them.
+This file is only the command line: the logic is in src/medgrpo/analysis/ (report.py chains jobs.py ->
+table.py (+ stats.py) -> render.py / plots.py, and study.py for Optuna sweeps).
 """
 import sys
 

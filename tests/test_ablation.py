@@ -286,8 +286,8 @@ def test_paired_delta_ci_and_p_value_from_predictions(paired_sweep, capsys):
     assert rank8[f"{acc}_delta_n_items"] == "5"
     assert rows["lora.rank=4"][f"{acc}_p_value"] == ""  # the baseline itself
     assert "eval/pubmedqa/format_rate_p_value" not in rank8  # Δ of other metrics: difference of means only
-    assert "| lora.rank=8 | 2 | 1.000 [0.565, 1.000]† (2 seeds identical, 5 items) | +1.000* [+1.000, +1.000] " \
-           "| 0.0001 |" in stdout
+    assert "| lora.rank=8 | 2 | 1.000 [0.565, 1.000]† (2 seeds identical, 5 items) | " \
+           "+1.000* (no spread: 5 items, 2+2 seeds) | 0.0001 |" in stdout
     assert "Δ of accuracies: paired bootstrap over items and seeds" in stdout
     # identical seeds, no eval interval: the cell says why there is none instead of printing [0.900, 0.900]
     assert "0.900 (2 seeds identical, 5 items; no interval)" in stdout
@@ -345,3 +345,41 @@ def test_null_storage_reads_the_sweeps_optuna_db(tmp_path):
     summary = load_study_summary(tmp_path, {"storage": None, "study_name": "tiny"})
     assert summary.error is None and summary.state_counts == {"COMPLETE": 2, "FAIL": 1}
     assert summary.storage == f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+
+
+@pytest.mark.slow
+def test_two_settings_by_three_seeds_sweep_gives_paired_deltas(tmp_path, model_cache):
+    """The real entrypoint: `-m preset=tiny seed=1,2,3 lora.rank=4,8`, then the table. The tiny model's numbers
+    are whatever they are; the table's Δ, CI and p must be the paired ones computed from its predictions."""
+    import subprocess
+    import sys
+
+    from tests._run import ROOT, run_entrypoint
+
+    sweep = tmp_path / "sweep"
+    result = run_entrypoint("-m", "preset=tiny", "seed=1,2,3", "lora.rank=4,8", "grpo.max_steps=2", "eval.limit=8",
+                            "data.eval=[pubmedqa]", f"hydra.sweep.dir={sweep}", cache=model_cache.parent, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = subprocess.run([sys.executable, str(ROOT / "analysis" / "ablation_table.py"), "--sweep", str(sweep)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    acc = "eval/pubmedqa/accuracy"
+    rows = read_csv(sweep / "ablation" / "ablation.csv")
+    assert list(rows) == ["lora.rank=4", "lora.rank=8"]
+    assert [(row["n_ok"], row["seeds"]) for row in rows.values()] == [("3", "1 2 3")] * 2
+
+    def accuracy(rank: str) -> float:  # mean over seeds and the 8 shared items, straight from the predictions
+        scores = [json.loads(line)["correct"] for job in sweep.iterdir() if f"lora.rank={rank}," in job.name
+                  for line in (job / "predictions" / "pubmedqa.jsonl").read_text().splitlines()]
+        assert len(scores) == 3 * 8
+        return sum(scores) / len(scores)
+
+    rank8 = rows["lora.rank=8"]
+    delta = float(rank8[f"{acc}_delta"])
+    assert delta == pytest.approx(accuracy("8") - accuracy("4"))
+    low, high, p_value = (float(rank8[f"{acc}_{c}"]) for c in ("delta_ci_low", "delta_ci_high", "p_value"))
+    assert low <= delta <= high and 0 < p_value <= 1 and rank8[f"{acc}_delta_n_items"] == "8"
+    if low == high == delta:  # no item's outcome changed between the settings: nothing to resample
+        assert p_value == 1.0 if delta == 0 else p_value == pytest.approx(1 / 10001)
+    assert "| setting | n | eval/pubmedqa/accuracy | Δ [95% CI] | p |" in table.stdout
+    assert "Δ of accuracies: paired bootstrap over items and seeds" in table.stdout

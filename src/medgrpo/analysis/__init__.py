@@ -4,8 +4,10 @@
     make ablation-table [SWEEP=<sweep dir>]           # default: the newest sweep under multirun/
 
 The steps, each usable alone (the CLI in report.py chains them):
-    jobs.py    one JobRow per job, from results.json files (load_sweep_rows) or a W&B group (load_wandb_rows)
+    jobs.py    one JobRow per job, from results.json files (load_sweep_rows) or a W&B group (load_wandb_rows);
+               summarize_sweep (the sweep's jobs by status, killed included), which Hydra's SweepSummary logs
     table.py   group jobs by the overrides that vary (seed excluded) -> mean, 95% CI, n per setting, Δ to a baseline
+    stats.py   the paired bootstrap of accuracy Δs (CI, p-value) from the jobs' predictions files
     render.py  the table as Markdown and CSV
     plots.py   PNGs: each metric per setting with error bars; Optuna history and parameter importances
     study.py   the Optuna study of a sweep (trial states incl. FAIL, params, values, importances)

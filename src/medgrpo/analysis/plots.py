@@ -31,7 +31,8 @@ def plot_metric(table: AblationTable, metric: str, path: Path) -> None:
     for y, setting in enumerate(settings):
         stat = setting.stats.get(metric)
         if stat is None:
-            ax.text(0.01, y, "no result" if setting.status != "failed" else "failed: " + setting.problems[:70],
+            failed = setting.status in ("failed", "killed", "interrupted")
+            ax.text(0.01, y, f"{setting.status}: {setting.problems[:70]}" if failed else "no result",
                     transform=ax.get_yaxis_transform(), va="center", color="tab:red", fontsize=9,
                     bbox={"facecolor": "white", "edgecolor": "tab:red", "boxstyle": "round,pad=0.2"})
             continue

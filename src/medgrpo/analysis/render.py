@@ -45,6 +45,9 @@ def _delta_cell(setting: Setting, metric: str, is_baseline: bool) -> str:
     if paired is None:
         return fmt(delta, True, like)
     mark = SIGNIFICANT if paired.significant else ""
+    if paired.ci_low == paired.ci_high:  # every resample gave the same Δ: say on how little, never "[x, x]"
+        seeds = "+".join(map(str, paired.n_seeds))
+        return f"{fmt(delta, True, like)}{mark} (no spread: {paired.n_items} items, {seeds} seeds)"
     return f"{fmt(delta, True, like)}{mark} [{fmt(paired.ci_low, True, like)}, {fmt(paired.ci_high, True, like)}]"
 
 
