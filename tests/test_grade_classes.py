@@ -174,6 +174,8 @@ def test_every_class_has_at_least_three_cases():
     ("Therefore, the answer (arabic numerals) is $16.\n\n6 copies at $5 each = $30", "numeric", None, "16"),
     ("Therefore, the answer (arabic numerals) is two hundred fifty-five.", "numeric", None, "255"),
     ("Answer: It takes 3 bolts.\n####\nA robe takes 2 bolts of blue fiber.", "numeric", None, "3"),
+    ("Therefore, the answer (arabic numerals) is:\n\ny = 180 - 5(30)\ny = 180 - 150\ny = 30", "numeric", None,
+     "30"),  # the announced answer is the derivation below it, ending with its result
     ("Among A through C, the answer is A.", "yesno", ("yes", "no", "maybe"), "yes"),
     ("So the answer is A) yes.", "yesno", ("yes", "no", "maybe"), "yes"),
     ("So the answer is B) yes.", "yesno", ("yes", "no", "maybe"), None),  # letter and label disagree: a hedge

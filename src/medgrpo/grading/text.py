@@ -189,8 +189,9 @@ def last_statement(text: str) -> str | None:
     """What follows the last answer announcement ("the answer is", "Answer:", "## Final Answer", a JSON "answer"
     key, "####", "\\boxed{"), or None.
 
-    For `\\boxed{` the braced content; for a JSON key its string value; otherwise the rest of that line (or the
-    next non-empty line when the announcement ends its line, as in "Final answer:\\n**B**").
+    For `\\boxed{` the braced content; for a JSON key its string value; otherwise the rest of that line, or, when
+    the announcement ends its line ("Final answer:\\n**B**"), the lines below it up to a blank line (a short
+    derivation "y = 180 - 150\\ny = 30" ends with its result).
     """
     lower = text.lower()
     if len(lower) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
@@ -218,8 +219,9 @@ def last_statement(text: str) -> str | None:
             return json.loads(value[0])
         except ValueError:
             return value[1]
-    end = text.find("\n", start, start + _STATEMENT_MAX_CHARS)
-    return text[start:end if end >= 0 else start + _STATEMENT_MAX_CHARS]
+    on_its_line = "\n" not in text[last_end:start]
+    end = text.find("\n" if on_its_line else "\n\n", start, start + _STATEMENT_MAX_CHARS)
+    return text[start:end if end >= 0 else start + _STATEMENT_MAX_CHARS].rstrip()
 
 
 def json_answers(text: str) -> list[str]:
