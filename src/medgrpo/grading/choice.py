@@ -38,9 +38,11 @@ _BARE = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])(?![ \t]+(?!(?:because|si
                    r"[a-z])")
 # Lines that start with letters, as when a model lists the options: then a first line "A. ..." is no answer.
 _OPTION_LINE = re.compile(r"^[ \t*_#]*[(\[]?([A-J])[.):\]]", re.MULTILINE)
+# "the best initial test ... would be <option text>": the last resort of free text without a conclusion.
 _SUPERLATIVE = re.compile(r"\b(?:best|most\s+(?:likely|appropriate|probable|accurate|effective|common|useful)|correct)"
                           r"\b[^.\n]{0,80}?\b(?:is|would\s+be|will\s+be)\s+", re.IGNORECASE)
-_HEDGE_WORD = re.compile(r"\W*(?:or|and|maybe|perhaps|possibly)\b")
+_HEDGE_WORD = re.compile(r"\W*(?:or|and|maybe|perhaps|possibly)\b")  # "Bladder, or maybe kidney"
+# What may follow an option's text when an answer opens with it: "Autosomal recessive, because ...".
 _OPTION_SEPARATOR = re.compile(r"\s*(?:[,.;:(\-–—]|\s(?:because|since|as|which)\b)")
 _MAX_SPANS = 16
 _MAX_MENTIONS = 64
