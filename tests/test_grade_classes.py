@@ -180,6 +180,12 @@ def test_every_class_has_at_least_three_cases():
     ("So the answer is A) yes.", "yesno", ("yes", "no", "maybe"), "yes"),
     ("So the answer is B) yes.", "yesno", ("yes", "no", "maybe"), None),  # letter and label disagree: a hedge
     ("Yes, but this is not the best study design.", "yesno", None, "yes"),  # a caveat is no rejection of yes
+    ("After weighing it all, I would go with B.", "choice", URINE, "B"),
+    ("I would not choose B.", "choice", URINE, None),
+    ("Answer - B", "choice", URINE, "B"),
+    ("The correct response is C.", "choice", URINE, "C"),
+    ("Final decision: yes", "yesno", None, "yes"),
+    ('{"reasoning": "small cohort", "final_decision": "no"}\n{"final_decision": "maybe"}', "yesno", None, None),
     ("A) Bladder\nB) Kidney\nC) Ureter\nD) Urethra", "choice", URINE, None),  # only lists the options
     ("The kidney filters 180 L a day, so 10,440 rotations.\nTherefore, the answer (arabic numerals) is ", "numeric",
      None, None),  # cut off at its answer cue

@@ -26,6 +26,7 @@ _HEDGED_LETTER = re.compile(r"\b(?i:or|and|maybe|perhaps|possibly|also)\s+(?:(?i
 _MENTION = re.compile(
     r"[(\[]([A-J])[)\]]"
     r"|\b(?i:option|choice|answer)\s+[(\[]?([A-J])\b"
+    r"|\b(?i:choose|chose|select|selected|pick|picked|go\s+with|opt\s+for)\s+[(\[]?([A-J])\b(?![ \t]+[a-z])"
     r"|\*\*([A-J])[.):]?\*\*"
     r"|\b([A-J])\)"
     r"|\b([A-J])\s+(?i:is\s+(?:the\s+)?(?:correct|right|best|answer|most\s+likely|most\s+appropriate))\b"

@@ -157,25 +157,29 @@ def follow_up_starts(text: str, start: int = 0) -> list[int]:
 # end with str.rfind: the LAST statement counts, and finding it costs what the text after it costs). A model may
 # correct itself: "... the answer is 16. Wait, I forgot the tip: the answer is 18." is 18.
 _STATEMENT_AT_KEYWORD = {
-    # "the answer is", "the answer (arabic numerals) is", "Answer: B", JSON "answer": "B", and a heading alone on
-    # its line ("## Final Answer\nB")
+    # "the answer is", "the answer (arabic numerals) is", "Answer: B", "Answer - B", JSON "answer": "B", and a
+    # heading alone on its line ("## Final Answer\nB")
     "answer": re.compile(r"answer(?:[*_]*(?:\s*\([^()\n]{0,40}\))?(?:\s+(?:is|was|would\s+be|should\s+be|will\s+be)\b"
-                         r"|\s*[:=])|[\"']\s*:|[ \t*_#]*\r?\n)"),
+                         r"|\s*[:=]|\s+[-–—](?=\s))|[\"']\s*:|[ \t*_#]*\r?\n)"),
+    "decision": re.compile(r"decision(?:[*_]*(?:\s+is\b|\s*[:=])|[\"']\s*:)"),  # PubMedQA's "Final decision: yes"
+    "response": re.compile(r"response\s+is\b"),  # "the correct response is B"
     "option": re.compile(r"option(?:\s+is\b|[\"']\s*:)"),   # "the correct option is B", JSON "option": "B"
     "choice": re.compile(r"choice(?:\s+is\b|[\"']\s*:)"),
     "####": re.compile(r"####[ \t]*(?=[^\s#])"),  # GSM8K's own final line (a bare "####" line is a separator)
     "\\boxed{": re.compile(r"\\boxed\{"),
 }
-_QUALIFIED = re.compile(r"(?:correct|right|best)\s+$")  # what must precede "option is" / "choice is"
+_QUALIFIED = re.compile(r"(?:correct|right|best)\s+$")  # what must precede "option is", "choice is", "response is"
 _HEADING_PREFIX = re.compile(r"[ \t>#*_]*(?:(?:the|my)\s+)?(?:final|correct|best)?[ \t*_]*$")
 _JSON_STRING = re.compile(r'"((?:[^"\\\n]|\\.){0,300})"')
 _EXAMPLE_INTRO = re.compile(r"\bexample\b[^\n]*\n?\s*(?:```[a-z]*\s*)?$", re.IGNORECASE)
 # Every JSON "answer" value ({"answer": "C"}, "final_answer": 18): like answer blocks, they must agree.
-_JSON_ANSWER = re.compile(r'["\'](?:final_|correct_)?answer["\']\s*:\s*(?:"((?:[^"\\\n]|\\.){0,300})"'
+_JSON_KEY_HINTS = ("nswer", "NSWER", "ecision", "ECISION")
+_JSON_ANSWER = re.compile(r'["\'](?:(?:final_|correct_)?answer|(?:final_)?decision)["\']\s*:\s*'
+                          r'(?:"((?:[^"\\\n]|\\.){0,300})"'
                           r"|'([^'\n]{0,300})'|(-?[\d.,]+(?:[eE][-+]?\d+)?))", re.IGNORECASE)
 # Leading filler that adds nothing to an answer: "Answer: B", "The final answer is 18", "option B", "Choice (C)".
 _PREFIX = re.compile(
-    r"(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?(?:answer|option|choice)\b[*_]*"
+    r"(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?(?:answer|option|choice|decision|response)\b[*_]*"
     r"\s*(?:is\b|would\s+be\b|[:=\-])?\s*",
     re.IGNORECASE,
 )
@@ -228,7 +232,7 @@ def json_answers(text: str) -> list[str]:
     """The values of all JSON "answer" keys in the text, in order (strings decoded); an object introduced as an
     example ("For example:" then a ```json fence) is not an answer."""
     values = []
-    if "nswer" not in text and "NSWER" not in text:  # the regex has no literal prefix: skip texts without keys
+    if not any(key in text for key in _JSON_KEY_HINTS):  # the regex has no literal prefix: skip texts without keys
         return values
     for match in _JSON_ANSWER.finditer(text):
         brace = text.rfind("{", max(0, match.start() - 40), match.start())
@@ -249,7 +253,7 @@ def _announces(lower: str, keyword: str, at: int, match: re.Match) -> bool:
         return False  # "reanswer", "adoption is"
     if match[0].endswith("\n"):  # a heading: nothing but decoration and "final" before it on its line
         return bool(_HEADING_PREFIX.fullmatch(lower, lower.rfind("\n", 0, at) + 1, at))
-    if keyword in ("option", "choice") and not match[0].endswith(":"):
+    if keyword in ("option", "choice", "response") and not match[0].endswith(":"):
         return bool(_QUALIFIED.search(lower, max(0, at - 12), at))
     return True
 
