@@ -309,7 +309,7 @@ def test_rerunning_keeps_the_selection_and_removes_stale_plots(grid_sweep, capsy
     capsys.readouterr()
 
 
-def test_a_job_killed_with_sigkill_shows_as_killed(tmp_path, capsys):
+def test_a_job_killed_with_sigkill_shows_as_killed(tmp_path, capsys, caplog):
     import os
     import signal
     import socket
@@ -338,6 +338,15 @@ def test_a_job_killed_with_sigkill_shows_as_killed(tmp_path, capsys):
     assert "| lora.rank=16 | 0 | running | — |" in stdout
     rows = read_csv(sweep / "ablation" / "ablation.csv")
     assert (rows["lora.rank=8"]["status"], rows["lora.rank=8"]["n_killed"]) == ("killed", "1")
+
+    from omegaconf import OmegaConf
+
+    from medgrpo.callbacks import SweepSummary
+
+    with caplog.at_level("INFO", logger="medgrpo.callbacks"):  # what Hydra logs at the end of the sweep
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert f"Sweep {sweep}: 1 ok, 1 killed, 1 running" in caplog.text
+    assert f"killed: 1_lora.rank=8: killed: results.json says running, but process {victim.pid}" in caplog.text
 
 
 def test_null_storage_reads_the_sweeps_optuna_db(tmp_path):
