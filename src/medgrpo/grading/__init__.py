@@ -27,8 +27,10 @@ Where the final answer is (every answer type)
 - lenient, without answer blocks: the text after the reasoning. JSON "answer" values ({"answer": "C"}, also in
   a ```json fence; not an object introduced as an example) must all agree, like answer blocks. Otherwise the
   LAST answer statement counts ("the answer is X", "the answer (arabic numerals) is X", "Final answer: X",
-  "Answer: X", a heading alone on its line ("## Final Answer" then X), "#### X", "\\boxed{X}"); a
-  self-correction later in the text wins. Without a statement: the answer type's fallback (below).
+  "Answer: X", "Answer - X", "Final decision: X", "the correct option / choice / response is X", a heading
+  alone on its line ("## Final Answer" then X), "#### X", "\\boxed{X}"); a self-correction later in the text
+  wins. An announcement that ends its line is answered by the lines below it, up to a blank line. Without a
+  statement: the answer type's fallback (below).
 - An announced answer is read by its first sentence, then as a whole, then as the one answer it asserts.
   An announced answer that only rejects ("the answer is not A") is no answer, and no fallback runs.
 - Never credit for hedging: two different labels, letters or numbers offered as the answer give no answer.
@@ -53,14 +55,15 @@ Per answer type
   last sentence, reading back over sentences that only reject a label); an opening and a conclusion that
   differ are a hedge.
 - choice (multiple choice): one option letter ("B", "(B)", "B.", "**D) text**", "\\boxed{\\text{A}}", "Option
-  B", "OPTION B IS CORRECT", "D, X-linked dominant") or, when the options are known, the text of exactly one
-  option (case, hyphens and punctuation aside), also followed by an explanation ("Autosomal recessive, because
-  ..."). A letter whose text names another option ("A. <text of C>") is a hedge. Bare capital letters count only
-  in an announced answer, and not as an article or pronoun ("A patient", "I think"). Fallback: an answer opening
-  the text ("B. Autosomal recessive, because ...") unless the text lists the options line by line; else the
-  option the conclusion asserts (letter mentions, else option texts; an option text alone does not overrule an
-  opening letter); else the option named right after a superlative ("the best initial test would be a head
-  MRI").
+  B", "OPTION B IS CORRECT", "I would go with B", "D, X-linked dominant") or, when the options are known, the
+  text of exactly one option (case, hyphens and punctuation aside), also followed by an explanation
+  ("Autosomal recessive, because ..."). A letter whose text names another option ("A. <text of C>") is a hedge.
+  Bare capital letters count only in an announced answer, and not as an article or pronoun ("A patient", "I
+  think"). An option is also rejected later in its sentence ("Option C, ..., but it is not the best test").
+  Fallback: an answer opening the text ("B. Autosomal recessive, because ...") unless the text lists the
+  options line by line; else the option the conclusion asserts (letter mentions, else option texts; an option
+  text alone does not overrule an opening letter; a text that ends by listing the options chose none); else the
+  option named right after a superlative ("the best initial test would be a head MRI").
 - open (free text with a reference answer): the final answer text (the answer block, else all text after the
   reasoning, stripped). correct and correct_strict are None: an LLM judge grades open answers elsewhere.
 
