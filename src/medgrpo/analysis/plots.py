@@ -21,8 +21,9 @@ def _pyplot():
 
 
 def plot_metric(table: AblationTable, metric: str, path: Path) -> None:
-    """Mean and 95% CI per setting (seeds as hollow dots; a dotted bar: one job, its own eval CI), the baseline
-    setting's mean (dashed) and the majority-answer baseline (dotted red)."""
+    """Mean and 95% CI per setting (seeds as hollow dots; a dotted bar: a job's own eval CI, for one job or seeds
+    that all gave the same value), the baseline setting's mean (dashed) and the majority-answer baseline (dotted
+    red)."""
     plt = _pyplot()
     settings = table.settings
     height = 1.9 + 0.5 * len(settings)
@@ -41,7 +42,7 @@ def plot_metric(table: AblationTable, metric: str, path: Path) -> None:
             _, _, (bars,) = ax.errorbar(stat.mean, y, xerr=[[stat.mean - stat.ci_low], [stat.ci_high - stat.mean]],
                                         fmt="o", color=color, capsize=4, elinewidth=1.5)
             if stat.ci_source == "eval":
-                bars.set_linestyle(":")  # one job: its eval-set interval, not variation over seeds
+                bars.set_linestyle(":")  # a job's eval-set interval, not variation over seeds
                 eval_ci_shown = True
         else:
             ax.plot(stat.mean, y, "o", color=color)
@@ -57,7 +58,7 @@ def plot_metric(table: AblationTable, metric: str, path: Path) -> None:
     if any(stat.n > 1 for s in settings for m, stat in s.stats.items() if m == metric):
         ax.plot([], [], "o", mfc="none", color="grey", label="single seeds")
     if eval_ci_shown:
-        ax.plot([], [], ":", color="grey", label="one job: its eval-set CI")
+        ax.plot([], [], ":", color="grey", label="a job's eval-set CI (one job, or seeds identical)")
     ax.set_yticks(range(len(settings)))
     ax.set_yticklabels([_wrap(s.label) for s in settings], fontsize=9)
     for tick, setting in zip(ax.get_yticklabels(), settings):
