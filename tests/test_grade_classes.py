@@ -185,6 +185,9 @@ def test_every_class_has_at_least_three_cases():
     ("Answer - B", "choice", URINE, "B"),
     ("The correct response is C.", "choice", URINE, "C"),
     ("Final decision: yes", "yesno", None, "yes"),
+    ("The answer (arabic numerals) is 72 glasses and 36 plates.", "numeric", None, None),  # two quantities
+    ("The answer is 3 hours and 20 minutes", "numeric", None, None),
+    ("So the answer is 12 apples, 3 more than yesterday.", "numeric", None, "12"),
     ('{"reasoning": "small cohort", "final_decision": "no"}\n{"final_decision": "maybe"}', "yesno", None, None),
     ("A) Bladder\nB) Kidney\nC) Ureter\nD) Urethra", "choice", URINE, None),  # only lists the options
     ("The kidney filters 180 L a day, so 10,440 rotations.\nTherefore, the answer (arabic numerals) is ", "numeric",

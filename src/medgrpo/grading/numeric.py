@@ -25,8 +25,9 @@ _NUMBER = re.compile(  # the leading lookahead lets the regex engine skip quickl
     r"(?:\s*/\s*(?P<den>\d+)(?![\d/.]))?"
 )
 # What joins two numbers offered as alternatives: "18 or 19", "17-19", "18, 19", "18 (or maybe 19)", "18. Or 19".
-_ALTERNATIVE = re.compile(r"\s*[.,;:]?\s*\(?\s*(?:or|and|to|,|/|;|-|–|~)(?:\s+(?:maybe|perhaps|possibly))?\s*",
-                          re.IGNORECASE)
+_ALTERNATIVE = re.compile(r"\s*[.,;:]?\s*\(?\s*(?:or|and|to|,|/|;|-|–|~)(?:\s+(?:maybe|perhaps|possibly))?\s*"
+                          # two quantities where one number is asked: "72 glasses and 36 plates", "3 hours and 20"
+                          r"|(?:\s+[^\W\d_]+){1,2},?\s+and\s+", re.IGNORECASE)
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\{\s*([-−]?\d+)\s*\}\{\s*(\d+)\s*\}")
 _MAX_DIGITS = 40  # longer digit runs are not answers (and int() refuses > 4300 digits)
 _MAX_EXPONENT = 100  # 1e100000 is not an answer, and its exact value would cost memory
