@@ -46,7 +46,7 @@ Per answer type
   result after the last "="; several numbers: the one the answer opens with. An announced answer may spell its
   number ("the answer is two hundred fifty-five"); an answer block must hold digits. Fallback: the last number
   of the text (when rejected, the one before it in the same sentence: "18, not 19"). "18 or 19", "17-19" are
-  hedges.
+  hedges, and two quantities where one number is asked ("72 glasses and 36 plates") are no single answer.
 - yesno (PubMedQA): a label word (yes, no, maybe) standing as an answer: whole words only ("know", "Nobody",
   "yesterday" are not labels), and "no" followed by a noun is a determiner, not the label ("There is no doubt",
   "no significant difference"). When the item shows the labels as options (choices A: yes, B: no, C: maybe),
