@@ -44,6 +44,7 @@ def disputes() -> dict[str, str]:
 def test_grader_agrees_with_human_labels_per_answer_type():
     disputed = disputes()
     counts = defaultdict(lambda: {"lines": 0, "agree": 0, "disputed": 0})
+    per_dataset = defaultdict(lambda: [0, 0])  # dataset -> [agree, lines], printed for the record
     report = []
     for row in rows():
         if row["ambiguous"]:
@@ -56,14 +57,17 @@ def test_grader_agrees_with_human_labels_per_answer_type():
                           f"correct={graded.correct} human_correct={row['human_correct']} (see label_disputes.md)")
             continue
         count["lines"] += 1
+        per_dataset[row["dataset"]][1] += 1
         if graded.correct == row["human_correct"]:
             count["agree"] += 1
+            per_dataset[row["dataset"]][0] += 1
         else:
             report.append(f"DISAGREE {row['id']}: extracted={graded.extracted!r} label={row['human_extracted']!r} "
                           f"correct={graded.correct} human_correct={row['human_correct']} note={row['note']!r}")
     for answer_type, count in sorted(counts.items()):
         report.append(f"{answer_type}: {count['agree']}/{count['lines']} = {count['agree'] / count['lines']:.4f} "
                       f"agreement ({count['disputed']} disputed lines left out)")
+    report += [f"  {dataset}: {agree}/{lines}" for dataset, (agree, lines) in sorted(per_dataset.items())]
     print("\n".join(report))
     assert set(counts) == {"numeric", "yesno", "choice"}, counts
     for answer_type, count in counts.items():
