@@ -3,7 +3,8 @@
 #   make test            the whole test suite (what CI runs)
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make bench           benchmarks -> benchmarks/results/*.json
-#   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep)
+#   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep; SWEEP="dir1 dir2" merges sweeps)
+#   make ablation-table  STUDY=<name> STORAGE=<database URL or journal file>  (an Optuna study, wherever it ran)
 #   make gpu-check       (GPU, in the env of make install-gpu) the GPU path end to end in <= 8 minutes
 #   make export RUN=<job dir>  LoRA adapter + merged 16-bit model (+ GGUF with FORMATS=lora,merged,gguf)
 SHELL := /bin/bash
@@ -66,7 +67,7 @@ bench: install
 	$(PY) -m benchmarks.run_all
 
 ablation-table: install
-	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),)
+	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),) $(if $(STUDY),--study $(STUDY) --storage $(STORAGE),)
 
 # LoRA adapter + merged model of a trained job (FORMATS=lora,merged,gguf for GGUF via llama.cpp).
 export: install

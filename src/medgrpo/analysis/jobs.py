@@ -144,6 +144,19 @@ def load_sweep_rows(sweep_dir: Path) -> list[JobRow]:
     return [load_job(d) for d in job_dirs(sweep_dir)]
 
 
+def drop_repeats(rows: list[JobRow]) -> tuple[list[JobRow], int]:
+    """One job per setting and seed: an Optuna study that samples a setting twice, or a trial retried after its
+    process died, runs the same setting with the same seed again; that is a repeat, not another seed. Keeps the
+    last job that ended ok (else the last one), in sweep order; returns the kept rows and how many were dropped."""
+    kept: dict[tuple, JobRow] = {}
+    for row in rows:
+        key = (tuple(sorted((k, v) for k, v in row.overrides.items() if k != "seed")), row.seed)
+        if key not in kept or row.status == "ok" or kept[key].status != "ok":
+            kept[key] = row
+    chosen = {id(row) for row in kept.values()}
+    return [row for row in rows if id(row) in chosen], len(rows) - len(kept)
+
+
 def summarize_sweep(sweep_dir: Path) -> dict[str, list[str]]:
     """Job folder names by status (STATUSES, each key present), with the error of each job that did not end ok."""
     summary: dict[str, list[str]] = {status: [] for status in STATUSES}

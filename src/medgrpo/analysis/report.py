@@ -19,6 +19,7 @@ from pathlib import Path
 from medgrpo.analysis import AblationError
 from medgrpo.analysis.jobs import (
     JobRow,
+    drop_repeats,
     find_newest_sweep,
     load_sweep_rows,
     load_wandb_rows,
@@ -30,6 +31,7 @@ from medgrpo.analysis.render import markdown_table, significance_note, write_csv
 from medgrpo.analysis.study import (
     StudySummary,
     is_optuna,
+    load_study_rows,
     load_study_summary,
     read_sweeper_config,
     study_markdown,
@@ -106,7 +108,10 @@ def _plot_study(study: StudySummary, out_dir: Path) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Ablation table (Markdown, CSV, PNG) of a Hydra sweep or W&B group.")
-    parser.add_argument("--sweep", type=Path, help="sweep dir multirun/<task>/<date_time> (default: the newest)")
+    parser.add_argument("--sweep", type=Path, nargs="+", help="sweep dir(s) multirun/<task>/<date_time> (default: the "
+                                                             "newest); several are merged into one table")
+    parser.add_argument("--study", help="an Optuna study's name: its trials' jobs, wherever they ran (with --storage)")
+    parser.add_argument("--storage", help="the study's storage: a database URL or a journal file path")
     parser.add_argument("--metrics", help="comma-separated metric keys (default: the table's stored selection, else "
                                           "every eval/<dataset>/accuracy plus format_rate and "
                                           "mean_completion_tokens of the first dataset; 'default' resets to that)")
@@ -122,9 +127,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _rows_and_source(args: argparse.Namespace) -> tuple[list[JobRow], str, Path | None]:
-    sweep = args.sweep
-    if sweep is not None and not sweep.is_dir():
-        raise AblationError(f"no such sweep directory: {sweep}")
+    if args.study:
+        if not args.storage:
+            raise AblationError("--study needs --storage (the study's database URL or journal file)")
+        rows = load_study_rows(args.study, args.storage)
+        if not rows:
+            raise AblationError(f"Optuna study '{args.study}' has no trials")
+        return rows, f"Optuna study {args.study}", None
+    sweeps = args.sweep or []
+    for sweep in sweeps:
+        if not sweep.is_dir():
+            raise AblationError(f"no such sweep directory: {sweep}")
+    if len(sweeps) > 1:  # e.g. one folder per machine sharing a study: job numbers are unique across them
+        return [row for sweep in sweeps for row in _sweep_rows(sweep)], " + ".join(map(str, sweeps)), sweeps[0]
+    sweep = sweeps[0] if sweeps else None
     if args.wandb_group:
         rows = load_wandb_rows(args.wandb_group, args.wandb_project, args.wandb_entity)
         if not rows:
@@ -135,13 +151,17 @@ def _rows_and_source(args: argparse.Namespace) -> tuple[list[JobRow], str, Path 
         if sweep is None:
             raise AblationError(f"no sweep with job dirs under {args.multirun_root}/ — run `python src/run.py -m ...` "
                                 "first or pass --sweep DIR")
+    return _sweep_rows(sweep), str(sweep), sweep
+
+
+def _sweep_rows(sweep: Path) -> list[JobRow]:
     rows = load_sweep_rows(sweep)
     if not rows:
         raise AblationError(f"{sweep} has no job dirs (<num>_<overrides>/): not a sweep dir, or no job started yet")
     if all(row.status == "missing" for row in rows):
         raise AblationError(f"no results.json in {sweep}: {len(rows)} job dir(s), none finished "
                             "(still running, or crashed before writing results)")
-    return rows, str(sweep), sweep
+    return rows
 
 
 def _selection(args: argparse.Namespace, stored: Path) -> dict:
@@ -163,9 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         rows, source, sweep = _rows_and_source(args)
+        rows, repeats = drop_repeats(rows)
+        if repeats:
+            source += f" ({repeats} repeated run(s) of a setting with the same seed not counted as seeds)"
         sweeper = read_sweeper_config(sweep) if sweep is not None else {}
-        study = load_study_summary(sweep, sweeper) if is_optuna(sweeper) else None
-        out_dir = args.out or (sweep / "ablation" if sweep is not None else Path("ablation-wandb") / args.wandb_group)
+        if args.study:
+            sweeper = {"_target_": "optuna", "study_name": args.study, "storage": args.storage}
+        study = load_study_summary(sweep or Path.cwd(), sweeper) if is_optuna(sweeper) else None
+        out_dir = args.out or (sweep / "ablation" if sweep is not None else
+                               Path("ablation-study") / args.study if args.study else
+                               Path("ablation-wandb") / args.wandb_group)
         selection = _selection(args, out_dir / SELECTION)
         selection["metrics"] = selection["metrics"] or default_metrics(rows)
         baseline = parse_overrides(split_override_dirname(selection["baseline"])) if selection["baseline"] else None

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medgrpo.analysis import AblationError
-from medgrpo.analysis.jobs import job_dirs
+from medgrpo.analysis.jobs import JobRow, job_dirs, load_job
 from medgrpo.analysis.render import fmt
+from medgrpo.secrets import redact_url_passwords
 
 
 def read_sweeper_config(sweep_dir: Path) -> dict:
@@ -44,14 +45,54 @@ def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
     url = str(storage).replace("${hydra.sweep.dir}", str(resolved)).replace("${hydra:sweep.dir}", str(resolved))
     if "${" in url:
         raise AblationError(f"cannot resolve the interpolation in hydra.sweeper.storage={storage}")
-    if url.startswith("sqlite:///"):
+    if url.startswith("sqlite:///") or "://" not in url:  # a SQLite database or a journal file
         db = Path(url.removeprefix("sqlite:///"))
         if not db.is_file():
             beside = Path(sweep_dir) / db.name
             if not beside.is_file():
                 raise AblationError(f"Optuna storage file not found: {db} (nor {beside})")
-            url = f"sqlite:///{beside.resolve()}"
+            url = ("sqlite:///" if url.startswith("sqlite:///") else "") + str(beside.resolve())
     return url
+
+
+def open_storage(storage: str):
+    """An Optuna storage from a URL, or from a file path: a journal file (the convention of `optuna --storage`)."""
+    if "://" in storage:
+        return storage
+    if not Path(storage).is_file():
+        raise AblationError(f"Optuna journal file not found: {storage} (a database needs a URL such as "
+                            "postgresql+psycopg2://user@host/db)")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(storage))
+
+
+TRIAL_STATUS = {"COMPLETE": "ok", "FAIL": "failed", "RUNNING": "running", "WAITING": "missing"}
+
+
+def load_study_rows(study_name: str, storage: str) -> list[JobRow]:
+    """The jobs of an Optuna study, whichever machines and sweep folders ran them: each trial's job dirs (the
+    user attribute job_dirs that hydra_plugins.medgrpo_optuna records), read from their results.json where this
+    machine sees them; otherwise one row from the trial itself, its values under the study's objective names."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError as error:
+        raise AblationError(f"no study '{study_name}' in that storage") from error
+    objectives = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
+    rows = []
+    for trial in study.trials:
+        dirs = [Path(d) for d in trial.user_attrs.get("job_dirs", [])]
+        if dirs and all(d.is_dir() for d in dirs):
+            rows += [load_job(d) for d in dirs]
+        else:
+            rows.append(JobRow(f"trial {trial.number}", TRIAL_STATUS.get(trial.state.name, "missing"),
+                               {k: str(v) for k, v in trial.params.items()},
+                               metrics=dict(zip(objectives, trial.values or []))))
+    return rows
 
 
 @dataclass
@@ -81,10 +122,10 @@ def load_study_summary(sweep_dir: Path, sweeper: dict) -> StudySummary:
         summary.storage = resolve_storage(summary.storage, sweep_dir)
         with warnings.catch_warnings():  # studies written by hydra-optuna-sweeper use deprecated distributions
             warnings.simplefilter("ignore", FutureWarning)
-            study = optuna.load_study(study_name=summary.name, storage=summary.storage)
+            study = optuna.load_study(study_name=summary.name, storage=open_storage(summary.storage))
             trials = study.trials
     except Exception as error:  # noqa: BLE001 - a missing study must not cost the table
-        summary.error = f"could not load the Optuna study: {error}"
+        summary.error = redact_url_passwords(f"could not load the Optuna study: {error}")
         return summary
     summary.name = study.study_name
     summary.directions = [d.name.lower() for d in study.directions]
@@ -115,7 +156,8 @@ def study_markdown(summary: StudySummary, files: list[str]) -> str:
     if summary.error:
         return "\n".join(lines + [f"No study history: {summary.error}."])
     counts = ", ".join(f"{state}: {count}" for state, count in summary.state_counts.items())
-    lines.append(f"Storage `{summary.storage}`, direction {', '.join(summary.directions)}; trials — {counts}.")
+    storage = redact_url_passwords(str(summary.storage))
+    lines.append(f"Storage `{storage}`, direction {', '.join(summary.directions)}; trials — {counts}.")
     done = [t for t in summary.trials if t["state"] == "COMPLETE"]
     if done and len(summary.directions) == 1:
         pick = max if summary.directions[0] == "maximize" else min
