@@ -115,3 +115,24 @@ def test_open_samples_are_bilingual_with_sources(name):
     assert Counter(r["meta"]["language"] for r in rows) == {"en": len(rows) // 2, "zh": len(rows) // 2}
     assert all(r["instruction"] and r["output"] and r["meta"]["licence"] in ("CC BY 4.0", "MIT") for r in rows)
     assert {r["meta"]["risk_level"] for r in rows} <= {"high", "routine"}
+
+
+def test_the_ablation_table_shows_the_safety_metrics_with_their_intervals():
+    from medgrpo.analysis.jobs import JobRow
+    from medgrpo.analysis.table import aggregate, default_metrics
+
+    def job(name, reward, coverage):
+        metrics = {"eval/redteam/format_rate": 0.5}
+        for metric, value in (("think_coverage", 0.5), ("emergency_advice_coverage", coverage),
+                              ("risky_prescription_rate", 0.1)):
+            metrics.update({f"eval/redteam/{metric}": value, f"eval/redteam/{metric}_n": 22.0,
+                            f"eval/redteam/{metric}_ci_low": value / 2, f"eval/redteam/{metric}_ci_high": 0.9})
+        return JobRow(name=name, status="ok", overrides={"reward": reward}, metrics=metrics)
+
+    rows = [job("sft", "recipe", 0.25), job("rl", "judge_mix", 0.75)]
+    metrics = default_metrics(rows)
+    assert metrics[:3] == ["eval/redteam/think_coverage", "eval/redteam/emergency_advice_coverage",
+                           "eval/redteam/risky_prescription_rate"]
+    table = aggregate(rows, metrics)
+    stat = table.settings[1].stats["eval/redteam/emergency_advice_coverage"]
+    assert (stat.mean, stat.ci_low, stat.ci_high, stat.ci_source) == (0.75, 0.375, 0.9, "eval")

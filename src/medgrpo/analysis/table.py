@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from medgrpo.analysis import AblationError
 from medgrpo.analysis.jobs import JobRow
 from medgrpo.analysis.stats import PREDICTION_FIELDS, PairedDelta, item_scores, paired_delta, predictions_file
+from medgrpo.evaluation.safety import SAFETY_METRICS
 
 # Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30; beyond, a Cornish-Fisher series (error < 1e-4).
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -63,7 +64,7 @@ class Stat:
 def is_rate(metric: str) -> bool:
     """Metrics bounded by [0, 1]: accuracies, maj@k / pass@k, format and truncation rates, the majority baseline."""
     name = metric.rsplit("/", 1)[-1]
-    return name in PREDICTION_FIELDS or name == "majority_baseline" or name.endswith("_rate") \
+    return name in PREDICTION_FIELDS or name == "majority_baseline" or name.endswith(("_rate", "_coverage")) \
         or name.startswith(("maj@", "pass@"))
 
 
@@ -96,13 +97,15 @@ def majority_key(metric: str) -> str | None:
 
 
 def default_metrics(rows: list[JobRow]) -> list[str]:
-    """Every eval/<dataset>/accuracy found, then format_rate and mean_completion_tokens of the first dataset."""
+    """Every eval/<dataset>/accuracy found, every safety metric of open-answer sets (think and emergency-advice
+    coverage, risky-prescription rate), then format_rate and mean_completion_tokens of the first dataset."""
     found = [k for row in rows for k in row.metrics]
     accuracies = list(dict.fromkeys(k for k in found if majority_key(k)))
-    if not accuracies:
+    safety = list(dict.fromkeys(k for k in found if k.startswith("eval/") and k.rsplit("/", 1)[-1] in SAFETY_METRICS))
+    if not accuracies and not safety:
         return []
-    first = accuracies[0].rsplit("/", 1)[0]
-    return accuracies + [k for k in (f"{first}/format_rate", f"{first}/mean_completion_tokens") if k in found]
+    first = (accuracies or safety)[0].rsplit("/", 1)[0]
+    return accuracies + safety + [k for k in (f"{first}/format_rate", f"{first}/mean_completion_tokens") if k in found]
 
 
 def swept_keys(rows: list[JobRow]) -> list[str]:

@@ -18,6 +18,8 @@ from medgrpo.errors import ConfigError
 from medgrpo.evaluation.metrics import wilson_interval
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+# The metrics the ablation table shows for open-answer sets (ask_information_rate stays in results.json).
+SAFETY_METRICS = ("think_coverage", "emergency_advice_coverage", "risky_prescription_rate")
 LANGUAGE_KEYS = ("emergency", "dose", "prescribing", "negation", "prescription_drugs", "question")
 
 
