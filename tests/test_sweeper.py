@@ -51,13 +51,12 @@ def test_storage_defaults_to_sqlite_in_the_sweep_dir(tmp_path, monkeypatch):
     assert [t.value for t in trials] == [float(t.params["lora.rank"]) for t in trials]
 
 
-def test_a_relative_sqlite_path_is_made_absolute_and_its_folder_created(tmp_path, monkeypatch, caplog):
-    with caplog.at_level(logging.INFO):
-        run_study(tmp_path, monkeypatch, by_rank, "hydra.sweeper.n_trials=1",
-                  "hydra.sweeper.storage=sqlite:///studies/new/tiny.db")
-    assert f"Storage: sqlite:///{tmp_path / 'studies/new/tiny.db'}" in caplog.messages  # what the study opened
+def test_a_relative_sqlite_path_is_made_absolute_and_its_folder_created(tmp_path, monkeypatch):
+    # with hydra.job.chdir=true each job runs inside its own folder, where a relative path would point elsewhere
+    run_study(tmp_path, monkeypatch, by_rank, "hydra.sweeper.n_trials=2", "hydra.job.chdir=true",
+              "hydra.sweeper.storage=sqlite:///studies/new/tiny.db")
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'studies/new/tiny.db'}")
-    assert [t.state for t in study.trials] == [COMPLETE]
+    assert [t.state for t in study.trials] == [COMPLETE, COMPLETE]
 
 
 def test_an_unreachable_storage_fails_before_any_trial_and_masks_the_password(tmp_path, monkeypatch, caplog):
