@@ -91,6 +91,29 @@ def check_grpo(cfg: DictConfig) -> None:
         )
     if cfg.grpo.learning_rate < 0:
         raise ConfigError("grpo.learning_rate", f"expected >= 0, got {cfg.grpo.learning_rate}")
+    if cfg.grpo.get("beta", 0.0) < 0:  # a negative KL coefficient rewards drifting away from the reference
+        raise ConfigError("grpo.beta", f"expected >= 0 (0 drops the KL term), got {cfg.grpo.beta}")
+    if cfg.grpo.get("temperature", 1.0) <= 0:  # TRL samples rollouts; 0 would divide the logits by zero
+        raise ConfigError("grpo.temperature", f"expected > 0, got {cfg.grpo.temperature}")
+
+
+def check_model_path(model_cfg: DictConfig) -> None:
+    """model.name_or_path is a local folder or a valid hub id; offline (HF_HUB_OFFLINE), one already in the
+    local Hugging Face cache. Checked without the network, so a typo fails before any download is tried."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    name = str(model_cfg.name_or_path)
+    if model_cfg.get("builder") is not None or Path(name).is_dir():
+        return
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ConfigError("model.name_or_path", f"'{name}' is neither a local folder nor a hub id "
+                                                "(namespace/name)") from None
+    if constants.HF_HUB_OFFLINE and try_to_load_from_cache(name, "config.json") is None:
+        raise ConfigError("model.name_or_path", f"'{name}' is not a local folder and not in the Hugging Face "
+                                                f"cache ({constants.HF_HUB_CACHE}), and HF_HUB_OFFLINE is set")
 
 
 def check_budget(cfg: DictConfig) -> None:
@@ -193,12 +216,15 @@ def validate(cfg: DictConfig) -> None:
     from medgrpo.backends import LoraSpec
     from medgrpo.evaluation.safety import SafetyRules
     from medgrpo.prompting import PromptFormat
+    from medgrpo.resume import check_resume_config
 
     checks = [
         lambda: _check_basics(cfg),
         lambda: LoraSpec.from_config(cfg.lora),
         lambda: check_objective(cfg),
         lambda: check_grpo(cfg),
+        lambda: check_model_path(cfg.model),
+        lambda: check_resume_config(cfg.train, cfg.grpo),
         lambda: check_budget(cfg),
         lambda: check_budget_delimiter(cfg),
         lambda: check_eval(cfg),

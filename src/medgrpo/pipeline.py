@@ -4,6 +4,10 @@ Called by src/run.py with the composed Hydra config; returns the objective for s
 results.json (status running while it runs, then ok or failed; written atomically). A failed single run exits
 non-zero: a user's mistake (bad config or data) with one line naming the key, a bug with its traceback. A failed
 job inside a sweep is recorded and returns None, so the sweep goes on and Optuna marks the trial FAIL.
+The job folder is locked while the job runs (medgrpo.jobfolder); a job that already ended ok there with the same
+config is skipped (train.rerun=true runs it again); training resumes from the folder's newest complete checkpoint
+(train.resume, medgrpo.resume); SIGINT/SIGTERM end it as `interrupted` after saving a checkpoint
+(medgrpo.signals), with exit code 128 + the signal's number.
 """
 from __future__ import annotations
 
@@ -26,7 +30,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from medgrpo import config as config_checks
 from medgrpo.config import check_objective, objective_keys, unproduced_objectives
 from medgrpo.errors import ConfigError, MedgrpoError
+from medgrpo.jobfolder import JobFolderBusy, finished_result, hold_job_folder, mark_skipped
+from medgrpo.resume import ResumePlan, checkpoint_identity, plan_resume
 from medgrpo.results import redact_secrets, write_json_atomic
+from medgrpo.signals import JobInterrupted, defer_signals, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,17 @@ class JobOutput:
 def run_job(cfg: DictConfig) -> float | list[float] | None:
     if not is_main_process():
         return _run_worker(cfg)
+    try:
+        with hold_job_folder(Path(cfg.paths.output_dir)), stop_signals():
+            return _run_job_in_folder(cfg)
+    except JobFolderBusy as error:  # refused before anything is written: the folder's files are the other job's
+        log.error("%s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return None
+        raise SystemExit(2) from None
+
+
+def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     overrides, name, group, multirun = _job_identity(cfg)
@@ -73,31 +91,38 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         "config": resolved,
         "metrics": {},
     }
+    if not cfg.train.rerun and (done := finished_result(output_dir, resolved)) is not None:
+        values = _objective_values(cfg, done.get("metrics") or {}, strict=False)
+        if values is not None:
+            log.info("Job already done in %s (results.json ok, same config): skipped; train.rerun=true runs it "
+                     "again", output_dir)
+            mark_skipped(output_dir, done)
+            return values
     timings: dict[str, float] = {}
     tracker = judge = None
     try:
         if not multirun:
             _fall_back_to_a_written_objective(cfg)
         config_checks.validate(cfg)
+        resume_plan = _plan_resume(cfg, output_dir)  # a checkpoint of another config is refused here
+        results["resumed_from"] = resume_plan.step
         write_json_atomic(output_dir / "results.json", results)  # status running: a sweep summary can see it
         from medgrpo.tracking import start_tracking
 
         tracker = start_tracking(cfg.logger, resolved, output_dir, name, group)
         results["wandb"] = tracker.describe()
         judge = _judge(cfg)
-        output = _run(cfg, output_dir, tracker, timings, judge)
+        output = _run(cfg, output_dir, tracker, timings, judge, resume_plan)
         results.update(metrics=output.metrics, data=output.data_report, status="ok")
         if output.eval_during is not None:
             results["eval_during"] = output.eval_during
-        values = []
-        for key in objective_keys(cfg):
-            value = output.metrics.get(key)
-            if value is None or not math.isfinite(value):
-                raise ValueError(f"objective '{key}' is {value!r} after the run; available: "
-                                 f"{sorted(k for k in output.metrics if k.startswith(('eval/', 'train/')))[:20]}")
-            values.append(value)
-        tracker.summary({"objective": values[0] if len(values) == 1 else values})
-        return values[0] if len(values) == 1 else values
+        values = _objective_values(cfg, output.metrics)
+        tracker.summary({"objective": values})
+        return values
+    except JobInterrupted as stop:
+        results.update(status="interrupted", error=str(stop), last_step=stop.step, checkpoint=stop.checkpoint)
+        log.error("Job %s; the same command resumes it", stop)
+        raise SystemExit(128 + stop.signum) from None
     except Exception as error:
         results["status"] = "failed"
         results["error"] = f"{type(error).__name__}: {error}"
@@ -112,6 +137,7 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         log.error("Job failed: %s", results["error"])
         raise
     finally:
+        defer_signals()  # a signal now must not cut the writing of results.json short
         timings["total_s"] = time.time() - started
         results["timings"] = timings
         if judge is not None:  # also when the job failed: how many calls failed is the first thing to look at
@@ -120,6 +146,30 @@ def run_job(cfg: DictConfig) -> float | list[float] | None:
         write_json_atomic(output_dir / "results.json", results)
         if tracker is not None:
             tracker.finish(failed=results["status"] != "ok")
+
+
+def _objective_values(cfg: DictConfig, metrics: dict, strict: bool = True) -> float | list[float] | None:
+    """The objective(s) a sweeper gets from these metrics; a missing or non-finite one raises (or is None)."""
+    values = []
+    for key in objective_keys(cfg):
+        value = metrics.get(key)
+        if value is None or not math.isfinite(value):
+            if not strict:
+                return None
+            raise ValueError(f"objective '{key}' is {value!r} after the run; available: "
+                             f"{sorted(k for k in metrics if k.startswith(('eval/', 'train/')))[:20]}")
+        values.append(value)
+    return values[0] if len(values) == 1 else values
+
+
+def _plan_resume(cfg: DictConfig, output_dir: Path) -> ResumePlan:
+    """Where training continues from (train.resume), checked against this job's model and LoRA."""
+    from medgrpo.backends import LoraSpec
+
+    identity = checkpoint_identity(cfg.model, LoraSpec.from_config(cfg.lora))
+    if not cfg.train.enabled:
+        return ResumePlan(None, identity)
+    return plan_resume(cfg.train.resume, output_dir / "checkpoints", identity)
 
 
 def _fall_back_to_a_written_objective(cfg: DictConfig) -> None:
@@ -138,7 +188,8 @@ def _run_worker(cfg: DictConfig) -> None:
     from medgrpo.tracking import NullTracker
 
     config_checks.validate(cfg)
-    _run(cfg, Path(cfg.paths.output_dir), NullTracker(), {}, _judge(cfg))
+    output_dir = Path(cfg.paths.output_dir)
+    _run(cfg, output_dir, NullTracker(), {}, _judge(cfg), _plan_resume(cfg, output_dir))
 
 
 def _judge(cfg: DictConfig):
@@ -161,7 +212,8 @@ def _timed(timings: dict, key: str):
         timings[key] = time.time() - start
 
 
-def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None) -> JobOutput:
+def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
+         resume_plan: ResumePlan | None = None) -> JobOutput:
     """The job's stages, top to bottom; each helper gets the config groups it uses."""
     import transformers
 
@@ -217,7 +269,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None) 
         with _timed(timings, "train_s"):
             output.metrics.update(train(cfg.grpo, policy, train_set, reward_funcs, reward_weights, output_dir,
                                         tracker.report_to, seed=cfg.seed, use_vllm=use_vllm,
-                                        callbacks=evaluator.callbacks() if main else []))
+                                        callbacks=evaluator.callbacks() if main else [], resume=resume_plan))
         output.eval_during = evaluator.history
     if cfg.eval.after_training and main:
         with _timed(timings, "eval_s"):

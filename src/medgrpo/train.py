@@ -1,7 +1,6 @@
 """GRPO training with TRL's GRPOTrainer: the `grpo` config group is passed to GRPOConfig unchanged."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -10,6 +9,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medgrpo.backends import Policy
+from medgrpo.results import write_jsonl_atomic
+from medgrpo.resume import ResumeCallback, ResumePlan, prepare_trainer
+from medgrpo.signals import StopAtStepEnd, raise_if_stopped
+from medgrpo.tracking import guard_trainer_reporting
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +68,12 @@ def train(
     seed: int,
     use_vllm: bool = False,
     callbacks: list | None = None,
+    resume: ResumePlan | None = None,
 ) -> dict[str, float]:
     """Run GRPO, save the LoRA adapter to <output_dir>/adapter, return `train/...` metrics."""
     from trl import GRPOTrainer
+
+    resume = resume or ResumePlan(None)  # a stop signal ends training after a checkpoint (JobInterrupted)
 
     args = build_grpo_config(grpo_cfg, seed=seed, use_vllm=use_vllm, reward_weights=reward_weights,
                              output_dir=output_dir, report_to=report_to)
@@ -77,17 +83,19 @@ def train(
         args=args,
         train_dataset=train_dataset,
         processing_class=policy.tokenizer,
-        callbacks=callbacks or [],
+        # StopAtStepEnd before ResumeCallback: a signal's checkpoint gets its identity file too
+        callbacks=[*(callbacks or []), StopAtStepEnd(), ResumeCallback(resume)],
     )
     log.info("GRPO: %d steps, %d completions per prompt, %d train prompts",
              args.max_steps, args.num_generations, len(train_dataset))
-    trainer.train()
+    guard_trainer_reporting(trainer)  # a W&B failure mid-run costs the tracking, not the job
+    prepare_trainer(trainer, resume)
+    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    history = trainer.state.log_history  # a resumed run's history starts with the checkpoint's
+    write_jsonl_atomic(output_dir / "train_log.jsonl", history)
+    raise_if_stopped()
     trainer.save_model(str(output_dir / "adapter"))
     policy.tokenizer.save_pretrained(str(output_dir / "adapter"))
-    history = trainer.state.log_history
-    with open(output_dir / "train_log.jsonl", "w") as handle:
-        for entry in history:
-            handle.write(json.dumps(entry) + "\n")
     metrics = summarize_log_history(history)
     metrics["train/steps"] = float(trainer.state.global_step)
     zero_std = metrics.get("train/frac_reward_zero_std")
