@@ -18,9 +18,14 @@ import random
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from medgrpo.data.leakage import jaccard, shingles
+
 HERE = Path(__file__).resolve().parent
 SEED = 20261201
 PER_LANGUAGE = {"train": 30, "gold": 20}
+# MedQuAD questions are templated ("What are the treatments for X?"): a gold question must stay clearly below the
+# leakage check's near-duplicate threshold (data.leakage.near_duplicate_threshold, 0.6) to every training question.
+MAX_SIMILARITY_TO_TRAIN = 0.5
 MEDQUAD_SETS = ("1_CancerGov_QA", "5_NIDDK_QA", "6_NINDS_QA", "7_SeniorHealth_QA", "8_NHLBI_QA_XML", "9_CDC_QA")
 MEDQUAD_TYPES = ("treatment", "symptoms", "prevention", "considerations", "exams and tests", "complications")
 RED_FLAGS = ("chest pain", "stroke", "seizure", "bleeding", "unconscious", "heart attack", "shortness of breath",
@@ -92,9 +97,12 @@ def main() -> None:
     for rows in (medquad(args.medquad), cmdd(args.cmdd)):
         random.Random(SEED).shuffle(rows)
         rows = one_per_focus(rows)
-        cut = PER_LANGUAGE["train"]
-        splits["train"] += rows[:cut]
-        splits["gold"] += rows[cut:cut + PER_LANGUAGE["gold"]]
+        train = rows[:PER_LANGUAGE["train"]]
+        seen = [shingles(row["instruction"]) for row in train]
+        gold = [row for row in rows[len(train):]
+                if max(jaccard(shingles(row["instruction"]), other) for other in seen) < MAX_SIMILARITY_TO_TRAIN]
+        splits["train"] += train
+        splits["gold"] += gold[:PER_LANGUAGE["gold"]]
     for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as file:
             for row in rows:
