@@ -85,13 +85,13 @@ def resolve_backend_name(name: str) -> str:
 
 
 def resolve_model_path(model_cfg: DictConfig) -> str:
-    """A hub id or local dir for the base weights; builds the tiny model when model.builder=tiny."""
-    if model_cfg.builder == "tiny":
-        from medgrpo.tiny import ensure_tiny_model
+    """A hub id or local dir for the base weights; builds a tiny model when model.builder=tiny|tiny_learner."""
+    from medgrpo.tiny import ARCHITECTURES, ensure_tiny_model
 
-        return str(ensure_tiny_model(model_cfg.name_or_path))
+    if model_cfg.builder in ARCHITECTURES:
+        return str(ensure_tiny_model(model_cfg.name_or_path, size=model_cfg.builder))
     if model_cfg.builder is not None:
-        raise ConfigError("model.builder", f"expected null or 'tiny', got {model_cfg.builder!r}")
+        raise ConfigError("model.builder", f"expected null or one of {list(ARCHITECTURES)}, got {model_cfg.builder!r}")
     return str(model_cfg.name_or_path)
 
 
