@@ -26,18 +26,34 @@ class Policy:
     model_path: str     # where the base weights came from (hub id or local dir)
 
 
+PEFT_METHODS = ("lora", "dora", "prefix", "ptuning", "full")
+PROMPT_LEARNING = ("prefix", "ptuning")  # virtual key/value tokens: no LoRA weights for Unsloth or vLLM to load
+
+
 @dataclass(frozen=True)
 class LoraSpec:
-    """The `lora` group, checked once: what the hf and unsloth backends and export build adapters from."""
+    """The `lora` group (the PEFT method and its settings), checked once: what the hf and unsloth backends and
+    export build adapters from. lora.method: lora | dora | prefix (prefix tuning) | ptuning (P-Tuning v2) | full."""
 
     rank: int
     alpha: float
     dropout: float
     target_modules: tuple[str, ...]
     load_in_4bit: bool
+    method: str = "lora"
+    num_virtual_tokens: int = 16
 
     @classmethod
     def from_config(cls, lora_cfg: DictConfig) -> LoraSpec:
+        method = lora_cfg.get("method", "lora")
+        if method not in PEFT_METHODS:
+            raise ConfigError("lora.method", f"expected one of {list(PEFT_METHODS)}, got {method!r}")
+        if method == "full" and lora_cfg.load_in_4bit:
+            raise ConfigError("lora.method", "lora.method=full with lora.load_in_4bit=true: full fine-tuning cannot "
+                              "update 4-bit weights; set lora.load_in_4bit=false (or use lora=qlora)")
+        virtual = lora_cfg.get("num_virtual_tokens", 16)
+        if not isinstance(virtual, int) or isinstance(virtual, bool) or virtual <= 0:
+            raise ConfigError("lora.num_virtual_tokens", f"expected a positive integer, got {virtual!r}")
         rank, alpha, dropout = lora_cfg.rank, lora_cfg.alpha, lora_cfg.dropout
         if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
             raise ConfigError("lora.rank", f"expected a positive integer, got {rank!r}")
@@ -49,7 +65,20 @@ class LoraSpec:
             raise ConfigError("lora.target_modules", "expected at least one module name")
         return cls(rank=rank, alpha=float(alpha), dropout=float(dropout),
                    target_modules=tuple(OmegaConf.to_container(lora_cfg.target_modules)),
-                   load_in_4bit=bool(lora_cfg.load_in_4bit))
+                   load_in_4bit=bool(lora_cfg.load_in_4bit), method=method, num_virtual_tokens=virtual)
+
+    def peft_config(self):
+        """The PEFT config for this method; None for full fine-tuning (every weight trains, no adapter)."""
+        from peft import LoraConfig, PrefixTuningConfig
+
+        if self.method == "full":
+            return None
+        if self.method in PROMPT_LEARNING:
+            # Prefix tuning (Li & Liang) reparameterises the prefix through an MLP; P-Tuning v2 trains the deep
+            # prompt directly. Both are PEFT's PrefixTuningConfig.
+            return PrefixTuningConfig(num_virtual_tokens=self.num_virtual_tokens, task_type="CAUSAL_LM",
+                                      prefix_projection=self.method == "prefix")
+        return LoraConfig(**self.peft_kwargs(), use_dora=self.method == "dora", task_type="CAUSAL_LM")
 
     def peft_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by peft.LoraConfig and Unsloth's FastLanguageModel.get_peft_model."""
@@ -69,6 +98,12 @@ def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
     name = resolve_backend_name(backend_cfg.name)
     if name == "hf" and lora.load_in_4bit and not cuda_available():
         raise ConfigError("lora.load_in_4bit", "4-bit (bitsandbytes) needs CUDA; set lora.load_in_4bit=false on CPU")
+    if name == "unsloth" and lora.method in (*PROMPT_LEARNING, "dora"):
+        if backend_cfg.get("fast_inference"):
+            raise ConfigError("lora.method", f"lora.method={lora.method} with backend.fast_inference=true: vLLM "
+                              "rollouts load plain LoRA adapters only; use backend=hf or lora.method=lora")
+        raise ConfigError("lora.method", f"lora.method={lora.method} with backend={name}: Unsloth patches LoRA "
+                          "layers only; use backend=hf for prefix/P-Tuning/DoRA")
     return name
 
 

@@ -32,7 +32,7 @@ def load_tokenizer(model_path: str, trust_remote_code: bool = False):
 
 def load_hf_policy(model_cfg: DictConfig, lora: LoraSpec, model_path: str, adapter_path: str | Path | None,
                    trainable: bool, tokenizer=None) -> Policy:
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     tokenizer = tokenizer or load_tokenizer(model_path, model_cfg.trust_remote_code)
@@ -53,6 +53,6 @@ def load_hf_policy(model_cfg: DictConfig, lora: LoraSpec, model_path: str, adapt
         model = prepare_model_for_kbit_training(model)
     if adapter_path is not None:
         model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable)
-    else:
-        model = get_peft_model(model, LoraConfig(**lora.peft_kwargs(), task_type="CAUSAL_LM"))
+    elif lora.method != "full":  # full fine-tuning trains the model itself
+        model = get_peft_model(model, lora.peft_config())
     return Policy(model=model, tokenizer=tokenizer, backend="hf", model_path=model_path)
