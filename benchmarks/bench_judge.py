@@ -1,6 +1,6 @@
 """Benchmark: LLM-judge throughput against the local test judge (tests/judge_server.py) with injected latency.
 
-    python benchmarks/bench_judge.py [--latency-ms 50] [--repeats 5] [--out benchmarks/results/judge.json]
+    python -m benchmarks.bench_judge [--latency-ms 50] [--repeats 5] [--out benchmarks/results/judge.json]
 
 Targets: a GRPO batch of 16 prompts x 8 completions (128 distinct items, conf/judge/deepseek.yaml's concurrency)
 is scored in <= 3x the latency of one call, measured side by side with the same batch scored one call at a time
@@ -102,7 +102,7 @@ def main() -> None:
     batch_s = statistics.median(timings["concurrent"])
     sequential, cached_batch_s = timings["sequential"], timings["cached"]
     result = {
-        "command": "python benchmarks/bench_judge.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.bench_judge " + " ".join(sys.argv[1:]),
         "injected_latency_ms": args.latency_ms,
         "batch": f"{PROMPTS} prompts x {GENERATIONS} completions",
         "concurrency": settings.concurrency,
