@@ -138,7 +138,7 @@ def _one_row(values: dict, spec: SourceSpec) -> tuple[str, str, str, list[str]]:
 def _columns(part: RawPart, spec: SourceSpec) -> dict[str, list]:
     """Column values per role; nested fields ('context.contexts') are dug out row by row."""
     wanted: dict[str, str] = {}
-    for role in ("id", "question", "answer", "context", *META_FIELDS):
+    for role in ("id", "question", "answer", "context", "target", *META_FIELDS):
         if spec.fields.get(role):
             wanted[role] = spec.fields[role]
     choices = spec.fields.get("choices")
@@ -197,7 +197,7 @@ def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, 
     question, context, answer, answer_type, choices, meta."""
     include = load_id_list(spec.include_ids) if spec.include_ids else None
     exclude = load_id_list(spec.exclude_ids) if spec.exclude_ids else set()
-    out = {k: [] for k in ("id", "upstream_id", "question", "context", "answer", "choices", "meta")}
+    out = {k: [] for k in ("id", "upstream_id", "question", "context", "answer", "choices", "meta", "target")}
     seen: dict[str, str] = {}
     report = {"origin": spec.origin, "rows_read": 0, "bad_rows": 0, "bad_row_examples": [],
               "excluded_by_id": 0, "not_in_include_list": 0, "dropped_long_context": 0}
@@ -244,6 +244,7 @@ def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, 
             out["answer"].append(answer)
             out["choices"].append(choices)
             out["meta"].append(_meta(values))
+            out["target"].append(None if values.get("target") in (None, MISSING) else str(values["target"]))
     if include is not None:
         found = len(include & set(seen))
         report["include_list"] = {"ids": len(include), "found": found}

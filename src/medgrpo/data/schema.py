@@ -28,6 +28,17 @@ class FieldsSchema:
     risk_level: Optional[str] = None
     specialty: Optional[str] = None
     expected_behavior: Optional[str] = None
+    # SFT (stage=sft|sft_grpo): the column holding the worked reasoning written before the answer (see `target`).
+    target: Optional[str] = None
+
+
+@dataclass
+class TargetSchema:
+    """How an SFT target is written from a row (medgrpo/sft.py)."""
+
+    format: str = "tagged"        # tagged: reasoning + answer in the prompt group's tags | plain: the answer alone
+    until: Optional[str] = None   # cut the reasoning at this text (GSM8K: "####" starts the final answer)
+    remove: Optional[str] = None  # a regex removed from the reasoning (GSM8K's <<48/2=24>> calculator notes)
 
 
 @dataclass
@@ -72,6 +83,7 @@ class SourceSchema:
     fields: FieldsSchema = field(default_factory=FieldsSchema)
     ids: IdsSchema = field(default_factory=IdsSchema)
     filters: FiltersSchema = field(default_factory=FiltersSchema)
+    target: TargetSchema = field(default_factory=TargetSchema)
     options_in_question: bool = False
     answer_index_base: int = 0
     max_items: Optional[int] = None

@@ -25,7 +25,7 @@ BALANCE_MODES = ("none", "downsample", "upsample")
 STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
 REQUIRED_FIELDS = ("question", "answer")
 META_FIELDS = ("language", "risk_level", "specialty", "expected_behavior")  # the `meta` column's keys
-KNOWN_FIELDS = ("id", "question", "answer", "context", "choices", *META_FIELDS)
+KNOWN_FIELDS = ("id", "question", "answer", "context", "choices", "target", *META_FIELDS)  # target: SFT reasoning
 TEMPLATE_SLOTS = ("question", "context", "options")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
