@@ -122,7 +122,7 @@ def find_near_duplicates(train: dict, evals: dict[str, dict], threshold: float) 
     from tqdm.auto import tqdm
 
     train, evals = _as_lists(train), {name: _as_lists(columns) for name, columns in evals.items()}
-    lsh = MinHashLSH(num_perm=NUM_PERM, params=lsh_bands(threshold))
+    lsh = MinHashLSH(num_perm=NUM_PERM, params=lsh_bands(threshold, NUM_PERM))
     minhash = MinHash(num_perm=NUM_PERM, hashfunc=_hash32)
     eval_sets: dict[tuple[str, int], set[str]] = {}
     for name, columns in evals.items():
