@@ -188,6 +188,10 @@ def test_every_class_has_at_least_three_cases():
     ("The answer (arabic numerals) is 72 glasses and 36 plates.", "numeric", None, None),  # two quantities
     ("The answer is 3 hours and 20 minutes", "numeric", None, None),
     ("So the answer is 12 apples, 3 more than yesterday.", "numeric", None, "12"),
+    ("Therefore, the least likely organ would be D) Urethra.\nOption B is incorrect.", "choice", URINE, "D"),
+    ("The answer is C.\nThe answer is not A.", "choice", URINE, "C"),  # a later rejection of another option
+    ("The answer is B. Hmm, actually the answer is not B.", "choice", URINE, None),  # retracted
+    ("The answer is 18. No wait, the answer is not 18.", "numeric", None, None),
     ('{"reasoning": "small cohort", "final_decision": "no"}\n{"final_decision": "maybe"}', "yesno", None, None),
     ("A) Bladder\nB) Kidney\nC) Ureter\nD) Urethra", "choice", URINE, None),  # only lists the options
     ("The kidney filters 180 L a day, so 10,440 rotations.\nTherefore, the answer (arabic numerals) is ", "numeric",

@@ -105,6 +105,8 @@ def test_appending_a_rejection_never_moves_the_answer_to_the_rejected_option(cas
     after = extract(completion + "\n" + rejection.format(letter=letter, other=other), "choice",
                     item["choices"]).extracted
     assert after != letter or before == letter
+    if before not in (None, letter, other):  # rejecting other options keeps the answer
+        assert after == before
 
 
 FOLLOW_UPS = ["\n\nQuestion: What is the most likely diagnosis in a second patient?\nAnswer: {other}",

@@ -32,7 +32,8 @@ Where the final answer is (every answer type)
   wins. An announcement that ends its line is answered by the lines below it, up to a blank line. Without a
   statement: the answer type's fallback (below).
 - An announced answer is read by its first sentence, then as a whole, then as the one answer it asserts.
-  An announced answer that only rejects ("the answer is not A") is no answer, and no fallback runs.
+  An announced answer that only rejects ("the answer is not A") gives way to the statement before it, unless
+  it rejects that statement's answer (a retraction: no answer); with none before it, no fallback runs.
 - Never credit for hedging: two different labels, letters or numbers offered as the answer give no answer.
 - Never credit for negation or rejection: a mention negated in its clause ("not yes", "isn't 18", "rather than
   C", "rule out B", "neither A nor B", "not C. Spleen") or called wrong right after it ("C is incorrect",

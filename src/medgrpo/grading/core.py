@@ -4,6 +4,7 @@ The rules are documented in the package docstring (medgrpo/grading/__init__.py).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,6 +21,7 @@ from medgrpo.grading.text import (
     last_statement,
     normalise,
     reasoning_spans,
+    statements,
     text_after_reasoning,
 )
 from medgrpo.prompting import ANSWER_CLOSE
@@ -201,11 +203,24 @@ def _read_free(region: str, reader, options):
         return AMBIGUOUS  # a wall of JSON answers is no answer
     if values:
         return _agreed([_read_statement(value, reader, options) for value in values])
-    statement = last_statement(region)
-    if statement is not None and not statement.strip():
+    announced = statements(region)
+    if announced and not announced[0].strip():
         return None  # the text ends at its answer cue ("Therefore, the answer is"): cut off before answering
-    answer = None if statement is None else _read_statement(statement, reader, options)
+    answer, rejecting = None, []
+    for statement in announced:  # the last one counts; one that only rejects gives way to the one before it
+        answer = _read_statement(statement, reader, options)
+        if answer is not REJECTED:
+            break
+        rejecting.append(statement)
+    if isinstance(answer, str) and any(_names(statement, answer) for statement in rejecting):
+        return REJECTED  # "The answer is B. ... The answer is not B.": retracted
     return reader.fallback(region, options) if answer is None else answer
+
+
+def _names(text: str, answer: str) -> bool:
+    """Whether the text names this answer (a letter, a label, a number) as a word."""
+    flags = re.IGNORECASE if answer.isalpha() and len(answer) > 1 else 0  # labels in any case, letters as written
+    return re.search(rf"(?<![\w.]){re.escape(answer)}(?![\w])", text, flags) is not None
 
 
 def _read_statement(statement: str, reader, options):

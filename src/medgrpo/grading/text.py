@@ -187,6 +187,8 @@ _LATEX_WRAPPER = re.compile(r"\\(?:boxed|text|textbf|mathrm|mbox|mathbf)\{([^{}]
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])(?<!\b[A-J]\.)\s+")  # "It is not C. Spleen." is one sentence
 _STATEMENT_MAX_CHARS = 300
+_MAX_CONCLUSION_LINES = 8
+_MAX_STATEMENTS = 4
 
 
 def last_statement(text: str) -> str | None:
@@ -197,12 +199,27 @@ def last_statement(text: str) -> str | None:
     the announcement ends its line ("Final answer:\\n**B**"), the lines below it up to a blank line (a short
     derivation "y = 180 - 150\\ny = 30" ends with its result).
     """
+    found = statements(text, 1)
+    return found[0] if found else None
+
+
+def statements(text: str, limit: int = _MAX_STATEMENTS) -> list[str]:
+    """What follows each of the last `limit` answer announcements (see last_statement), last first."""
     lower = text.lower()
     if len(lower) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
         lower = "".join(char if len(char.lower()) != 1 else char.lower() for char in text)
+    found, end = [], len(lower)
+    while len(found) < limit and (announcement := _last_announcement(lower, end)) is not None:
+        found.append(_statement(text, lower, *announcement))
+        end = announcement[0]
+    return found
+
+
+def _last_announcement(lower: str, end: int) -> tuple[int, int] | None:
+    """(start, end) of the last announcement that starts before `end`."""
     last_start, last_end = -1, -1
     for keyword, pattern in _STATEMENT_AT_KEYWORD.items():
-        search_end = len(lower)
+        search_end = end + len(keyword) - 1
         while (at := lower.rfind(keyword, last_start + 1, search_end)) >= 0:
             match = pattern.match(lower, at)
             if match and _announces(lower, keyword, at, match):
@@ -211,19 +228,21 @@ def last_statement(text: str) -> str | None:
             search_end = at + len(keyword) - 1
             if keyword == "####":  # no earlier "####" of the same run of #s can match: skip the run at once
                 search_end = len(lower[:at].rstrip("#"))
-    if last_start < 0:
-        return None
-    if lower.startswith("\\boxed{", last_start):
-        return _braced(text, last_end)
-    start = last_end
+    return None if last_start < 0 else (last_start, last_end)
+
+
+def _statement(text: str, lower: str, announced_at: int, announcement_end: int) -> str:
+    if lower.startswith("\\boxed{", announced_at):
+        return _braced(text, announcement_end)
+    start = announcement_end
     while start < len(text) and text[start] in " \t\r\n*_:":
         start += 1
-    if text[last_end - 1] == ":" and (value := _JSON_STRING.match(text, start)):
+    if text[announcement_end - 1] == ":" and (value := _JSON_STRING.match(text, start)):
         try:
             return json.loads(value[0])
         except ValueError:
             return value[1]
-    on_its_line = "\n" not in text[last_end:start]
+    on_its_line = "\n" not in text[announcement_end:start]
     end = text.find("\n" if on_its_line else "\n\n", start, start + _STATEMENT_MAX_CHARS)
     return text[start:end if end >= 0 else start + _STATEMENT_MAX_CHARS].rstrip()
 
@@ -285,11 +304,17 @@ def first_line(text: str) -> str:
 
 
 def final_sentences(text: str, limit: int = 3) -> list[str]:
-    """The last few non-empty sentences of the last non-empty line, last first: where a conclusion stands."""
-    stripped = text.rstrip()
-    line = stripped[stripped.rfind("\n") + 1:]
-    sentences = [s for s in _SENTENCE_SPLIT.split(line.strip()) if s.strip(" .!?*_")]
-    return sentences[::-1][:limit]
+    """The last few non-empty sentences, last first, each within its line: where a conclusion stands."""
+    sentences: list[str] = []
+    end = len(text.rstrip())
+    for _ in range(_MAX_CONCLUSION_LINES):  # bounded: a wall of empty lines costs nothing
+        if len(sentences) >= limit or end <= 0:
+            break
+        start = text.rfind("\n", 0, end) + 1
+        line = [s for s in _SENTENCE_SPLIT.split(text[start:end].strip()) if s.strip(" .!?*_")]
+        sentences += line[::-1]
+        end = start - 1
+    return sentences[:limit]
 
 
 def clean(text: str) -> str:
