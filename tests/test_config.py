@@ -53,7 +53,8 @@ IN_DEFAULTS = {next(iter(entry)) for entry in OmegaConf.load(ROOT / "conf" / "co
 
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path):
+def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-compose-test")  # reward=judge_mix's judge key (its absence: test_judge_*)
     plus = "" if group in IN_DEFAULTS else "+"
     cfg = compose_config("preset=tiny", f"{plus}{group}={option}", output_dir=tmp_path)
     if (group, option) in NEEDS_GPU_OR_HUB:
