@@ -33,8 +33,12 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 def canonical_overrides(overrides: list[str]) -> list[str]:
     """'+experiment=x' -> 'experiment=x'. The defaults list has an `experiment` slot (so `experiment=x` works, as
     in lightning-hydra-template), which Hydra refuses to append to; the older `+experiment=x` spelling keeps
-    working."""
-    return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
+    working. 'data.balance={}' -> 'data.balance=null': Hydra merges a {} override into the existing mapping (a
+    no-op), but an empty balance means no balancing."""
+    return [o[1:] if o.startswith("+experiment=") else EMPTY_BALANCE.sub(r"\1data.balance=null", o) for o in overrides]
+
+
+EMPTY_BALANCE = re.compile(r"^(\+{0,2})data\.balance=\{\s*\}$")
 
 
 def compose_config(*overrides: str, output_dir: str | Path) -> DictConfig:

@@ -5,12 +5,15 @@
     store(cache_dir, key, data, report)
 
 The key covers the source configs, the content of every local file (xxhash), the tokenizer (vocabulary, merges
-and chat template), the prompt format, seeds and sizes, and CACHE_VERSION (bump it when preparation code changes
-results). Hub sources are keyed by path/name/split/revision: pin `revision` for a cache that cannot go stale.
-Entries are written to a temp dir and renamed, so parallel sweep jobs never read a half-written one.
+and chat template), the prompt format, seeds and sizes, and the data code itself (a digest of medgrpo/data/*.py:
+editing it invalidates the cache, no version to bump). Hub sources are keyed by path/name/split/revision: pin
+`revision` for a cache that cannot go stale. Entries are written to a temp dir and renamed, so a reader never
+sees a half-written one, and built under a file lock (`building`), so two jobs preparing the same data at once
+build it once: the second waits and reads the first one's entry.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,11 +23,20 @@ import tempfile
 from pathlib import Path
 
 import xxhash
+from filelock import FileLock
 from datasets import Dataset, DatasetDict, load_from_disk
 from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # 2: the `meta` column
+
+
+@functools.cache
+def code_version() -> str:
+    """A digest of the data preparation code (every medgrpo/data/*.py)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def file_digest(path: Path) -> str:
@@ -45,7 +57,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def cache_key(kind: str, payload: dict, files: list[Path], tokenizer) -> str:
-    h = hashlib.sha256(f"{kind}:v{CACHE_VERSION}".encode())
+    h = hashlib.sha256(f"{kind}:{code_version()}".encode())
     h.update(json.dumps(payload, sort_keys=True, default=str).encode())
     for path in sorted(set(files)):
         h.update(f"{path}:{file_digest(path)}".encode())
@@ -64,6 +76,12 @@ def load_cached(cache_dir: Path, key: str):
         log.warning("ignoring unreadable data cache entry %s: %s", entry, e)
         return None
     return data, report
+
+
+def building(cache_dir: Path, key: str) -> FileLock:
+    """The lock held while an entry is looked up and, on a miss, built and stored."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return FileLock(Path(cache_dir) / f".{key}.lock")
 
 
 def store(cache_dir: Path, key: str, data: Dataset | DatasetDict, report: dict) -> None:

@@ -9,6 +9,7 @@ raises DataError naming source, file and row; with bad_rows=skip it is dropped a
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from medgrpo.errors import DataError
 from .options import LETTERS, answer_letter, split_embedded_options
 from .readers import MISSING, RawPart
 from .spec import META_FIELDS, SourceSpec
+
+log = logging.getLogger(__name__)
 
 YESNO = ("yes", "no", "maybe")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
@@ -192,6 +195,21 @@ def _meta(values: dict) -> dict[str, str | None]:
             for role in META_FIELDS}
 
 
+def check_bad_rows(report: dict, source: str, max_fraction: float) -> None:
+    """Rows dropped by bad_rows=skip: a warning with their count, or DataError naming the file when more than
+    max_fraction (data.max_bad_row_fraction) of the source is bad: the mix would not be what the config says."""
+    bad, read = report["bad_rows"], report["rows_read"]
+    if not bad:
+        return
+    report["bad_row_fraction"] = round(bad / read, 4)
+    files = ", ".join(f"{origin} ({count} bad)" for origin, count in report["bad_rows_by_file"].items())
+    if bad / read > max_fraction:
+        raise DataError(f"source '{source}': {bad} of {read} rows are bad ({bad / read:.0%}), more than "
+                        f"data.max_bad_row_fraction={max_fraction}: {files}; first: {report['bad_row_examples'][0]}")
+    log.warning("source '%s': skipped %d of %d rows as bad (%s); first: %s", source, bad, read, files,
+                report["bad_row_examples"][0])
+
+
 def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, list], dict]:
     """Normalise every part of a source. Returns (columns, report); columns hold id, upstream_id, source,
     question, context, answer, answer_type, choices, meta."""
@@ -231,6 +249,8 @@ def normalize_source(spec: SourceSpec, parts: list[RawPart]) -> tuple[dict[str, 
                     hint = f"  (set data.sources.{spec.name}.bad_rows=skip to drop such rows)"
                     raise DataError(message + hint) from None
                 report["bad_rows"] += 1
+                by_file = report.setdefault("bad_rows_by_file", {})
+                by_file[part.origin] = by_file.get(part.origin, 0) + 1
                 if len(report["bad_row_examples"]) < MAX_BAD_EXAMPLES:
                     report["bad_row_examples"].append(message)
                 continue

@@ -25,7 +25,7 @@ from medgrpo.prompting import PromptFormat
 from . import cache
 from .leakage import check_leakage
 from .mix import balanced_order, label_counts, mix_sources, rows_needed
-from .normalize import normalize_source
+from .normalize import check_bad_rows, normalize_source
 from .readers import read_source
 from .render import check_losses, prompts_within_budget
 from .spec import META_FIELDS, DataPlan, SourceSpec, validate_data_config
@@ -46,9 +46,11 @@ EVAL_SHUFFLE_SEED = 0  # eval subsets (limit, max_items) are the same items what
 MAX_MIX_ATTEMPTS = 3
 
 
-def load_normalized(spec: SourceSpec, seed: int) -> tuple[dict[str, list], dict]:
-    """Rows of one source in the schema (plus context), max_items applied after a seeded shuffle."""
+def load_normalized(spec: SourceSpec, seed: int, max_bad_fraction: float) -> tuple[dict[str, list], dict]:
+    """Rows of one source in the schema (plus context), max_items applied after a seeded shuffle; too many bad
+    rows skipped fail (data.max_bad_row_fraction)."""
     columns, report = normalize_source(spec, read_source(spec))
+    check_bad_rows(report, spec.name, max_bad_fraction)
     report["loaded"] = report.pop("rows_read")
     if spec.max_items is not None and spec.max_items < len(columns["id"]):
         keep = sorted(np.random.default_rng(seed).permutation(len(columns["id"]))[: spec.max_items].tolist())
@@ -89,17 +91,21 @@ def _cached(kind: str, plan: DataPlan, payload: dict, files: list, tokenizer, bu
     The report gains cache (hit/miss/off), cache_key and seconds; a miss returns the memory-mapped copy, exactly
     what a warm start returns."""
     started = time.perf_counter()
-    key = cache.cache_key(kind, payload, files, tokenizer) if plan.cache else None
-    if key and (hit := cache.load_cached(plan.cache_dir, key)):
-        data, report = hit
-        report.update(cache="hit", cache_key=key, seconds=round(time.perf_counter() - started, 2))
-        log.info("%s data from cache %s", kind, key)
+    if not plan.cache:
+        data, report = build()
+        report.update(cache="off", cache_key=None, seconds=round(time.perf_counter() - started, 2))
         return data, report
-    data, report = build()
-    if key:
+    key = cache.cache_key(kind, payload, files, tokenizer)
+    with cache.building(plan.cache_dir, key):  # a second job preparing the same data waits, then reads it
+        if hit := cache.load_cached(plan.cache_dir, key):
+            data, report = hit
+            report.update(cache="hit", cache_key=key, seconds=round(time.perf_counter() - started, 2))
+            log.info("%s data from cache %s", kind, key)
+            return data, report
+        data, report = build()
         cache.store(plan.cache_dir, key, data, report)
-        data = cache.load_cached(plan.cache_dir, key)[0]
-    report.update(cache="miss" if key else "off", cache_key=key, seconds=round(time.perf_counter() - started, 2))
+    data = cache.load_cached(plan.cache_dir, key)[0]
+    report.update(cache="miss", cache_key=key, seconds=round(time.perf_counter() - started, 2))
     return data, report
 
 
@@ -136,7 +142,7 @@ def _read_balanced(plan: DataPlan, seed: int) -> tuple[dict[str, dict[str, list]
     per_source: dict[str, dict] = {}
     for k, name in enumerate(plan.mix):
         spec = plan.sources[name]
-        columns[name], entry = load_normalized(spec, seed)
+        columns[name], entry = load_normalized(spec, seed, plan.max_bad_row_fraction)
         entry = {"weight": round(plan.mix[name], 6), **entry}
         if spec.answer_type != "numeric":
             entry["label_counts"] = label_counts(columns[name]["answer"])
@@ -227,7 +233,7 @@ def prepare_eval(data_cfg, tokenizer, prompt_format: PromptFormat, max_prompt_to
 def _eval_set(spec: SourceSpec, prompt_format: PromptFormat, tokenizer, max_prompt_tokens: int | None,
               limit: int | None, plan: DataPlan) -> tuple[Dataset, dict]:
     """One evaluation set: a fixed seeded order, the length filter, then the first `limit` items."""
-    columns, entry = load_normalized(spec, EVAL_SHUFFLE_SEED)
+    columns, entry = load_normalized(spec, EVAL_SHUFFLE_SEED, plan.max_bad_row_fraction)
     order = np.random.default_rng(EVAL_SHUFFLE_SEED).permutation(len(columns["id"])).tolist()
     kept, prompts, length_report = prompts_within_budget(columns, order, spec, prompt_format, tokenizer,
                                                          max_prompt_tokens)

@@ -96,8 +96,12 @@ def read_local_file(path: Path, spec: SourceSpec) -> RawPart:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise DataError(f"source '{spec.name}': {origin} is not a readable Parquet file: {e}") from e
+        if table.num_rows == 0:
+            raise DataError(f"source '{spec.name}': {origin} is empty (no rows)")
         return _arrow_part(table, part, origin, "row")
     text = decode_file(path, spec.encoding, spec.name)
+    if not text.strip():
+        raise DataError(f"source '{spec.name}': {origin} is empty")
     if fmt == "jsonl":
         return _read_jsonl(text, part, origin, spec.name)
     if fmt == "json":

@@ -222,6 +222,7 @@ class DataPlan:
     cache: bool
     cache_dir: Path
     near_duplicate_threshold: float | None = 0.6  # data.leakage.near_duplicate_threshold (None: no check)
+    max_bad_row_fraction: float = 0.01  # a source with more bad rows skipped fails
 
 
 def validate_data_config(data_cfg) -> DataPlan:
@@ -287,6 +288,9 @@ def validate_data_config(data_cfg) -> DataPlan:
     for k, v in (("warn_drop_fraction", warn), ("max_drop_fraction", max_drop)):
         if not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise ConfigError(f"data.length_filter.{k}", f"must be a fraction in [0, 1], got {v!r}")
+    max_bad = data_cfg.get("max_bad_row_fraction", 0.01)
+    if isinstance(max_bad, bool) or not isinstance(max_bad, (int, float)) or not 0 <= max_bad <= 1:
+        raise ConfigError("data.max_bad_row_fraction", f"must be a fraction in [0, 1], got {max_bad!r}")
     cache_dir = resolve_path(data_cfg.get("cache_dir") or ".cache/data", root)
     leakage = _plain(data_cfg.get("leakage")) or {}
     near = leakage.get("near_duplicate_threshold", 0.6)
@@ -298,6 +302,6 @@ def validate_data_config(data_cfg) -> DataPlan:
         balance={k: v for k, v in balance.items() if v != "none"}, warn_drop_fraction=float(warn),
         max_drop_fraction=float(max_drop), allow_leakage=bool(data_cfg.get("allow_leakage", False)),
         cache=bool(data_cfg.get("cache", True)), cache_dir=cache_dir,
-        near_duplicate_threshold=None if near is None else float(near),
+        near_duplicate_threshold=None if near is None else float(near), max_bad_row_fraction=float(max_bad),
     )
 
