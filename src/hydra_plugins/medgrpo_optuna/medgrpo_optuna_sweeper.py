@@ -29,7 +29,9 @@ dataclasses cannot resolve string annotations.
 """
 import logging
 import math
+import socket
 import statistics
+import time
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -38,11 +40,13 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import optuna
+import sqlalchemy
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from medgrpo.config import check_objective, objective_keys
 from medgrpo.secrets import mask_url_passwords_in_logs, redact_url_passwords
+from optuna.distributions import _convert_old_distribution_to_new_distribution
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize runs around each trial
 from optuna.storages.journal import JournalFileBackend
@@ -76,8 +80,17 @@ def open_storage(storage: Any, sweep_dir: str, heartbeat_interval: Optional[int]
     if "://" not in url:
         return JournalStorage(JournalFileBackend(url))
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if max_retry > 0 else None
-    return RDBStorage(url, heartbeat_interval=heartbeat_interval or None, grace_period=grace_period,
-                      heartbeat_stale_trial_callback=retry)
+    for attempt in range(3):
+        try:
+            return RDBStorage(url, heartbeat_interval=heartbeat_interval or None, grace_period=grace_period,
+                              heartbeat_stale_trial_callback=retry)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Sweepers started together on an empty PostgreSQL database race to create Optuna's tables and all
+            # but one fail (duplicate key or table); by the next attempt the tables exist.
+            if attempt == 2:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 def seed_mean(values: List[Any]) -> Any:
@@ -116,6 +129,10 @@ class _TrialLauncher:
                     returns += self.launcher.launch([o for _, o in jobs[start:end]], initial_job_idx=jobs[start][0])
                     start = end
         fail_stale_trials(study)  # trials of dead sweepers: FAIL (and re-queued when max_retry > 0)
+        for i, trial in enumerate(self.trials):  # where the table finds each trial's results.json
+            trial.set_user_attr("job_dirs", [str(job.hydra_cfg.hydra.runtime.output_dir)
+                                             for job in returns[i * per_trial:(i + 1) * per_trial]])
+            trial.set_user_attr("host", socket.gethostname())
         if not self.seeds:
             return returns
         return [self._seeds_return(trial, returns[i * per_trial:(i + 1) * per_trial])
@@ -195,6 +212,7 @@ class _ResilientImpl(OptunaSweeperImpl):
                 from None
         log.info("Storage: %s", described or storage_url(None, self.config.hydra.sweep.dir))
         previous = next((s for s in existing if s.study_name == self.study_name), None)
+        self.objectives = objectives
         if previous is not None and previous.n_trials:
             log.info("Resuming study '%s' with %d trials already stored", self.study_name, previous.n_trials)
             fail_stale_trials(optuna.load_study(study_name=self.study_name, storage=self.storage))
@@ -202,9 +220,16 @@ class _ResilientImpl(OptunaSweeperImpl):
     def _configure_trials(self, trials: List[optuna.Trial], search_space_distributions: Any,
                           fixed_params: Any) -> Sequence[Sequence[str]]:
         overrides: List[Sequence[str]] = []
+        if trials and "objectives" not in trials[0].study.user_attrs:  # names the values for the table
+            trials[0].study.set_user_attr("objectives", self.objectives)
+        # The upstream sweeper builds Optuna 2's distribution classes (LogUniformDistribution, ...), stored under
+        # those names; Optuna's own copies of a trial (the retry callback) use today's, and a study refuses to mix
+        # the two kinds for one parameter. Suggest with today's classes.
+        distributions = {name: _convert_old_distribution_to_new_distribution(distribution)
+                         for name, distribution in search_space_distributions.items()}
         for trial in trials:
             trial.study.sampler = self._sampler_for(trial)
-            overrides += super()._configure_trials([trial], search_space_distributions, fixed_params)
+            overrides += super()._configure_trials([trial], distributions, fixed_params)
         self.launcher.trials = trials
         return overrides
 
