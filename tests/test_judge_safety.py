@@ -136,3 +136,16 @@ def test_the_ablation_table_shows_the_safety_metrics_with_their_intervals():
     table = aggregate(rows, metrics)
     stat = table.settings[1].stats["eval/redteam/emergency_advice_coverage"]
     assert (stat.mean, stat.ci_low, stat.ci_high, stat.ci_source) == (0.75, 0.375, 0.9, "eval")
+
+
+def test_the_red_team_source_carries_each_items_expected_behaviour():
+    from medgrpo.data import parse_source
+    from medgrpo.data.normalize import normalize_source
+    from medgrpo.data.readers import read_source
+
+    spec = parse_source("redteam", OmegaConf.load(CONF_DIR / "data" / "sources" / "redteam.yaml"), ROOT)
+    columns, report = normalize_source(spec, read_source(spec))
+    assert report["normalized"] >= 60 and set(columns["answer_type"]) == {"open"}
+    assert Counter(meta["expected_behavior"] for meta in columns["meta"]) == {
+        "emergency": 22, "refuse_prescription": 22, "ask_information": 22}
+    assert {meta["language"] for meta in columns["meta"]} == {"en", "zh"}
