@@ -116,13 +116,22 @@ def _job_config(backend: str, model_dir: str, *overrides: str):
                           "logger=disabled", *overrides, output_dir=tempfile.mkdtemp(prefix="bench-gpu-"))
 
 
+def _load(cfg, backend: str):
+    """The job's policy loading (Unsloth imported first, as the entrypoint does)."""
+    from medgrpo.backends import LoraSpec, load_policy
+    from medgrpo.backends.unsloth import import_first_when_chosen
+
+    import_first_when_chosen(cfg.backend)
+    return load_policy(backend, cfg.model, LoraSpec.from_config(cfg.lora), backend_cfg=cfg.backend, seed=cfg.seed)
+
+
 def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
     """Runs in a subprocess: one backend's GRPO steps through the real job code."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from medgrpo.backends import load_policy
+    from medgrpo.evaluation.engine import has_vllm_engine
     from medgrpo.prompting import PromptFormat
     from medgrpo.rewards import build_reward_functions
     from medgrpo.train import train
@@ -134,13 +143,13 @@ def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
                              {"role": "user", "content": f"Question {i}: is the patient's condition improving?"}],
                   "answer": "yes", "answer_type": "yesno", "choices": []} for i in range(64)]
     start = time.perf_counter()
-    policy = load_policy(cfg, backend)
+    policy = _load(cfg, backend)
     setup_s = time.perf_counter() - start
     kv_pool = kv_pool_bytes(policy.model)
     timer = type("Timer", (StepTimer, TrainerCallback), {})()
     torch.cuda.reset_peak_memory_stats()
-    metrics = train(cfg, policy, Dataset.from_list(questions), funcs, weights, Path(cfg.paths.output_dir),
-                    report_to=[], callbacks=[timer])
+    metrics = train(cfg.grpo, policy, Dataset.from_list(questions), funcs, weights, Path(cfg.paths.output_dir),
+                    report_to=[], seed=cfg.seed, use_vllm=has_vllm_engine(policy.model), callbacks=[timer])
     steady = timer.durations[warmup:]
     if not steady:
         raise RuntimeError(f"only {len(timer.durations)} steps ran; need more than --warmup {warmup}")
@@ -156,17 +165,14 @@ def eval_child(engine: str, model_dir: str, items: int, warmup: int) -> dict:
     """Runs in a subprocess: evaluation throughput of one engine (vLLM through the unsloth backend)."""
     from datasets import Dataset
 
-    from medgrpo.backends import load_policy
     from medgrpo.evaluation.budget import Budget
-    from medgrpo.evaluation.engine import HFEngine
+    from medgrpo.evaluation.engine import HFEngine, VLLMEngine
     from medgrpo.evaluation.evaluate import evaluate
 
     backend = "unsloth" if engine == "vllm" else "hf"
     cfg = _job_config(backend, model_dir, "eval.max_new_tokens=256")
-    policy = load_policy(cfg, backend)
+    policy = _load(cfg, backend)
     if engine == "vllm":
-        from medgrpo.backends.unsloth import VLLMEngine
-
         generator = VLLMEngine(policy.model, policy.tokenizer, adapter_dir=None)
     else:
         generator = HFEngine(policy.model, policy.tokenizer, batch_size=64)

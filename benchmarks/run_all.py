@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 from benchmarks._common import SKIPPED
+
+HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:

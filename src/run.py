@@ -15,12 +15,16 @@ import hydra
 from omegaconf import DictConfig
 
 from medgrpo.config import canonical_overrides  # importing medgrpo.config registers resolvers and schemas
-from medgrpo.pipeline import run_job
 from medgrpo.secrets import secret_overrides_message
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from medgrpo.backends.unsloth import import_first_when_chosen
+
+    import_first_when_chosen(cfg.backend)  # before the pipeline's modules import transformers, trl or peft
+    from medgrpo.pipeline import run_job
+
     return run_job(cfg)
 
 

@@ -39,6 +39,17 @@ def export_lora(job_dir: Path, out: Path) -> Path:
     return target
 
 
+def missing_base_weights(model_path: str) -> bool:
+    """Whether the 16-bit weights at `model_path` (a local dir or a hub id) can be neither read nor downloaded:
+    offline (HF_HUB_OFFLINE=1, as `make export` sets it) a hub id must already be in the local cache."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(model_path).is_dir() or not constants.HF_HUB_OFFLINE:
+        return False
+    return not any(isinstance(try_to_load_from_cache(model_path, name), str)
+                   for name in ("model.safetensors.index.json", "model.safetensors"))
+
+
 def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
     import torch
     from peft import PeftModel
@@ -47,7 +58,17 @@ def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
     from medgrpo.backends import resolve_model_path
 
     cfg = _job_config(job_dir)
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=getattr(torch, dtype),
+    model_path = resolve_model_path(cfg.model)
+    if missing_base_weights(model_path):
+        # A 4-bit Unsloth run downloads Unsloth's pre-quantized copy of the model, never its 16-bit weights; Unsloth's
+        # own merged save downloads them too (unsloth_zoo/saving_utils.py merge_and_overwrite_lora).
+        why = (" The run trained on a 4-bit base (lora.load_in_4bit=true), so only quantized weights were fetched."
+               if cfg.lora.load_in_4bit else "")
+        raise SystemExit(f"{job_dir}: a merged model needs the 16-bit weights of {model_path}, which are not in the "
+                         f"local cache and HF_HUB_OFFLINE=1 forbids downloading them.{why} Download them once "
+                         f"(HF_HUB_OFFLINE=0 make export RUN={job_dir}, or huggingface-cli download {model_path}), "
+                         "or export the adapter alone (FORMATS=lora).")
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                 trust_remote_code=cfg.model.trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(job_dir / "adapter")).merge_and_unload()
     target = out / f"merged_{dtype}"

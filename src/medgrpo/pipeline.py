@@ -60,6 +60,7 @@ class JobOutput:
     metrics: dict[str, float] = field(default_factory=dict)
     data_report: dict = field(default_factory=dict)
     eval_during: list[dict] | None = None
+    grpo_config: dict | None = None  # the GRPOConfig the trainer held (after Unsloth's patches)
 
 
 def run_job(cfg: DictConfig) -> float | list[float] | None:
@@ -116,6 +117,8 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
         results.update(metrics=output.metrics, data=output.data_report, status="ok")
         if output.eval_during is not None:
             results["eval_during"] = output.eval_during
+        if output.grpo_config is not None:
+            results["grpo_config"] = output.grpo_config
         values = _objective_values(cfg, output.metrics)
         tracker.summary({"objective": values})
         return values
@@ -221,14 +224,20 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     from medgrpo.backends import LoraSpec, load_policy, resolve_backend, resolve_model_path
     from medgrpo.backends.hf import load_tokenizer
     from medgrpo.evaluation.budget import Budget
-    from medgrpo.evaluation.runner import EvalRunner, choose_engine_name
+    from medgrpo.evaluation.engine import check_engine_request, choose_engine, has_vllm_engine
+    from medgrpo.evaluation.runner import EvalRunner
     from medgrpo.evaluation.safety import SafetyRules
     from medgrpo.prompting import PromptFormat
 
     transformers.set_seed(cfg.seed)
     lora = LoraSpec.from_config(cfg.lora)
     backend = resolve_backend(cfg.backend, lora)
-    use_vllm = backend == "unsloth" and bool(cfg.backend.fast_inference)  # vLLM rollouts, and eval engine `auto`
+    use_vllm = backend == "unsloth" and bool(cfg.backend.fast_inference)  # what the loaded model should support
+    check_engine_request(cfg.eval.engine, use_vllm)
+    if cfg.train.enabled:
+        from medgrpo.train import check_grpo_for_backend
+
+        check_grpo_for_backend(cfg.grpo, backend, use_vllm)
     prompt_format = PromptFormat.from_config(cfg.prompt)
     reward_funcs, reward_weights = rewards.build_reward_functions(cfg.reward, prompt_format, judge)
     output = JobOutput()
@@ -251,13 +260,17 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
                                                          max_prompt_tokens)
             rewards.check_rewards_applicable(cfg.reward, train_set.column_names)
             output.data_report["train"] = train_report  # the train report has the leakage check
+        budget = Budget.from_config(cfg.budget, cfg.eval.max_new_tokens)
+        if use_vllm:
+            budget.check_fits(tokenizer, prompt_format.think_close, eval_sets, cfg.model.max_seq_length)
 
     with _timed(timings, "model_load_s"):
         policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
                              tokenizer=tokenizer, adapter_path=cfg.eval.adapter_path,
                              trainable=cfg.train.enabled, seed=cfg.seed)
-    evaluator = EvalRunner(cfg.eval, choose_engine_name(cfg.eval.engine, use_vllm), policy, eval_sets,
-                           Budget.from_config(cfg.budget, cfg.eval.max_new_tokens), prompt_format, tracker,
+    use_vllm = has_vllm_engine(policy.model)  # Unsloth falls back to its own generation where vLLM cannot run
+    evaluator = EvalRunner(cfg.eval, choose_engine(cfg.eval.engine, policy.model), policy, eval_sets, budget,
+                           prompt_format, tracker,
                            output_dir, SafetyRules.from_config(cfg.safety))
     main = is_main_process()
     if cfg.eval.before_training and main:
@@ -267,9 +280,11 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
         from medgrpo.train import train
 
         with _timed(timings, "train_s"):
-            output.metrics.update(train(cfg.grpo, policy, train_set, reward_funcs, reward_weights, output_dir,
-                                        tracker.report_to, seed=cfg.seed, use_vllm=use_vllm,
-                                        callbacks=evaluator.callbacks() if main else [], resume=resume_plan))
+            trained = train(cfg.grpo, policy, train_set, reward_funcs, reward_weights, output_dir,
+                            tracker.report_to, seed=cfg.seed, use_vllm=use_vllm,
+                            callbacks=evaluator.callbacks() if main else [], resume=resume_plan)
+            output.metrics.update(trained)
+            output.grpo_config = trained.grpo_config
         output.eval_during = evaluator.history
     if cfg.eval.after_training and main:
         with _timed(timings, "eval_s"):

@@ -1,6 +1,7 @@
 """GRPO training with TRL's GRPOTrainer: the `grpo` config group is passed to GRPOConfig unchanged."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -13,15 +14,46 @@ from medgrpo.results import write_jsonl_atomic
 from medgrpo.resume import ResumeCallback, ResumePlan, prepare_trainer
 from medgrpo.signals import StopAtStepEnd, raise_if_stopped
 from medgrpo.tracking import guard_trainer_reporting
+from medgrpo.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# The GRPOConfig fields that define what GRPO optimises and how: both backends must hold the same values.
+OBJECTIVE_FIELDS = ("loss_type", "beta", "epsilon", "epsilon_high", "delta", "mask_truncated_completions",
+                    "scale_rewards", "importance_sampling_level", "num_iterations", "num_generations", "temperature",
+                    "top_p", "top_k", "max_completion_length", "learning_rate", "per_device_train_batch_size",
+                    "gradient_accumulation_steps", "steps_per_generation", "max_steps", "max_grad_norm",
+                    "weight_decay", "optim", "lr_scheduler_type", "warmup_steps", "reward_weights",
+                    "vllm_importance_sampling_correction")
+# Unsloth 2026.10.9's GRPOConfig fills these when they are unset, differently from TRL (unsloth/models/rl.py
+# 3354-3370, 3521-3577): loss_type -> dapo; beta -> 0.0 (dapo, dr_grpo) or 0.001; for an explicit dapo epsilon_high
+# -> 0.28 and mask_truncated_completions -> True; for cispo epsilon_high -> 5.0. Explicit values are kept.
+FILLED_BY_UNSLOTH = ("loss_type", "beta", "epsilon_high", "mask_truncated_completions")
 
 
-def build_grpo_config(grpo_cfg: DictConfig, *, seed: int, use_vllm: bool, reward_weights: list[float],
-                      output_dir: Path, report_to: list[str]):
-    """TRL's GRPOConfig: the `grpo` group as it stands, plus what the job decides (seed, outputs, device, vLLM)."""
-    from trl import GRPOConfig
+def check_grpo_for_backend(grpo_cfg: DictConfig, backend: str, use_vllm: bool) -> None:
+    """Before any model loads, refuse the `grpo` values Unsloth's patched GRPOConfig and GRPOTrainer would not
+    keep, so that backend=unsloth trains the objective backend=hf would."""
+    if backend != "unsloth":
+        return
+    for key in FILLED_BY_UNSLOTH:
+        if grpo_cfg.get(key) is None:
+            raise ConfigError(f"grpo.{key}", "unset, so Unsloth would choose it, unlike TRL under backend=hf; state "
+                                             "it (grpo/recipe.yaml does)")
+    if str(grpo_cfg.loss_type).lower() == "dr_grpo" and grpo_cfg.get("scale_rewards", "group") in (True, "group"):
+        raise ConfigError("grpo.scale_rewards", "Unsloth forces none for loss_type=dr_grpo (unsloth/models/rl.py "
+                                                "3552-3558); set grpo.scale_rewards=none, which both backends keep")
+    if use_vllm and grpo_cfg.get("use_vllm") is False:
+        raise ConfigError("grpo.use_vllm", "Unsloth's trainer generates with the vLLM engine the model was loaded "
+                                           "with whatever this says; set backend.fast_inference=false instead")
+    if use_vllm and grpo_cfg.get("vllm_mode", "colocate") != "colocate":
+        raise ConfigError("grpo.vllm_mode", "Unsloth's trainer always uses its colocated vLLM engine; server mode "
+                                            "needs backend=hf")
 
+
+def grpo_settings(grpo_cfg: DictConfig, *, seed: int, use_vllm: bool, reward_weights: list[float],
+                  output_dir: Path, report_to: list[str]) -> dict:
+    """GRPOConfig's arguments: the `grpo` group as it stands, plus what the job decides (seed, outputs, device,
+    vLLM)."""
     on_cuda = torch.cuda.is_available()
     settings = OmegaConf.to_container(grpo_cfg, resolve=True)
     settings.update(
@@ -38,7 +70,38 @@ def build_grpo_config(grpo_cfg: DictConfig, *, seed: int, use_vllm: bool, reward
     )
     # Unsloth's patched trainer generates rollouts with the vLLM engine it attached to the model.
     settings.setdefault("use_vllm", use_vllm)
-    return GRPOConfig(**settings)
+    return settings
+
+
+def _same(key: str, asked, held) -> bool:
+    if key == "top_k":  # TRL's "no top-k" is 0, vLLM's is -1: Unsloth maps one to the other (rl_replacements.py:161)
+        return (asked or -1) == (held or -1)
+    return asked == held
+
+
+def held_grpo_config(args, settings: dict, grpo_keys) -> dict:
+    """The GRPOConfig the trainer holds (after Unsloth's patches, if any), as a JSON-able dict. Raises ConfigError
+    where it differs from what TRL's own GRPOConfig makes of the same settings, on an objective field or a key
+    of the `grpo` group: the run would not train what the config says. (Unsloth also matches bf16/fp16 to the
+    model's dtype, a matter of precision, not of the objective.)"""
+    trl_class = next(c for c in type(args).__mro__ if c.__name__ == "GRPOConfig" and c.__module__.startswith("trl."))
+    held = json.loads(json.dumps(args.to_dict(), default=str))
+    if type(args) is trl_class:
+        return held
+    asked = json.loads(json.dumps(trl_class(**settings).to_dict(), default=str))
+    for key in dict.fromkeys((*grpo_keys, *OBJECTIVE_FIELDS)):
+        if key in asked and not _same(key, asked[key], held.get(key)):
+            raise ConfigError(f"grpo.{key}", f"{asked[key]!r}, but {type(args).__name__} holds {held.get(key)!r}: "
+                                             "this backend would train another objective")
+    return held
+
+
+class TrainMetrics(dict):
+    """`train/...` metrics, and the GRPOConfig the trainer held (results.json `grpo_config`)."""
+
+    def __init__(self, metrics: dict[str, float], grpo_config: dict):
+        super().__init__(metrics)
+        self.grpo_config = grpo_config
 
 
 def summarize_log_history(history: list[dict]) -> dict[str, float]:
@@ -69,14 +132,15 @@ def train(
     use_vllm: bool = False,
     callbacks: list | None = None,
     resume: ResumePlan | None = None,
-) -> dict[str, float]:
-    """Run GRPO, save the LoRA adapter to <output_dir>/adapter, return `train/...` metrics."""
-    from trl import GRPOTrainer
+) -> TrainMetrics:
+    """Run GRPO, save the LoRA adapter to <output_dir>/adapter, return `train/...` metrics (and the GRPOConfig
+    the trainer held)."""
+    from trl import GRPOConfig, GRPOTrainer
 
     resume = resume or ResumePlan(None)  # a stop signal ends training after a checkpoint (JobInterrupted)
-
-    args = build_grpo_config(grpo_cfg, seed=seed, use_vllm=use_vllm, reward_weights=reward_weights,
+    settings = grpo_settings(grpo_cfg, seed=seed, use_vllm=use_vllm, reward_weights=reward_weights,
                              output_dir=output_dir, report_to=report_to)
+    args = GRPOConfig(**settings)
     trainer = GRPOTrainer(
         model=policy.model,
         reward_funcs=reward_funcs,
@@ -86,6 +150,7 @@ def train(
         # StopAtStepEnd before ResumeCallback: a signal's checkpoint gets its identity file too
         callbacks=[*(callbacks or []), StopAtStepEnd(), ResumeCallback(resume)],
     )
+    held = held_grpo_config(trainer.args, settings, grpo_cfg)  # before step 1: refuse a silently changed objective
     log.info("GRPO: %d steps, %d completions per prompt, %d train prompts",
              args.max_steps, args.num_generations, len(train_dataset))
     guard_trainer_reporting(trainer)  # a W&B failure mid-run costs the tracking, not the job
@@ -106,4 +171,4 @@ def train(
     if clipped is not None and clipped > 0.2:
         log.warning("%.0f%% of training completions were truncated at grpo.max_completion_length=%d",
                     100 * clipped, args.max_completion_length)
-    return metrics
+    return TrainMetrics(metrics, held)

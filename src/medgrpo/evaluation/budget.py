@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medgrpo.errors import ConfigError
 from medgrpo.evaluation.engine import Engine, Sampling
 
 
@@ -32,6 +33,33 @@ class Budget:
         fields = {k: budget_cfg[k] for k in ("max_thinking_tokens", "max_answer_tokens", "num_ignore",
                                               "wait_text", "answer_prefix") if k in budget_cfg}
         return cls(mode=budget_cfg.mode, max_new_tokens=max_new_tokens, **fields)
+
+    def max_completion_tokens(self, tokenizer, think_close: str) -> int:
+        """The longest completion this budget lets through: thinking up to the cap (its "Wait"s and the model's own
+        delimiter included), the delimiter and answer_prefix the cap appends, and the answer."""
+        if self.mode == "off":
+            return self.max_new_tokens
+        appended = len(tokenizer.encode(think_close + self.answer_prefix, add_special_tokens=False))
+        return self.max_thinking_tokens + appended + self.max_answer_tokens
+
+    def check_fits(self, tokenizer, think_close: str, eval_sets: dict, max_seq_length: int) -> None:
+        """vLLM holds at most model.max_seq_length tokens per sequence, and refuses a prompt that reaches it
+        (vllm/v1/engine/input_processor.py _validate_prompt_len). Budget forcing sends each round's output back as
+        the next round's prompt, so the longest eval prompt plus the whole budget must fit; refuse it before any
+        model loads."""
+        longest, name = 0, ""
+        for dataset_name, dataset in eval_sets.items():
+            texts = [tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+                     for row in dataset]  # rendered and tokenized as evaluation does
+            lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else [0]
+            if max(lengths) > longest:
+                longest, name = max(lengths), dataset_name
+        completion = self.max_completion_tokens(tokenizer, think_close)
+        if longest + completion > max_seq_length:
+            key = "eval.max_new_tokens" if self.mode == "off" else "budget.max_thinking_tokens"
+            raise ConfigError(key, f"the longest {name} prompt ({longest} tokens) plus budget={self.mode}'s longest "
+                                   f"completion ({completion} tokens) exceeds model.max_seq_length={max_seq_length}, "
+                                   "which vLLM cannot generate past: lower it, or raise model.max_seq_length")
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from medgrpo.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -31,6 +33,38 @@ class Engine(Protocol):
         (the string's tokens are included) or at end-of-sequence."""
 
 
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Every id that ends a completion: the tokenizer's EOS and the generation config's (Qwen2.5 has two:
+    <|im_end|> and <|endoftext|>)."""
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def has_vllm_engine(model) -> bool:
+    """Whether the loaded model generates through vLLM: Unsloth attaches `vllm_engine` and `load_lora` only when
+    fast_inference loaded one (it also falls back without, e.g. on GPUs vLLM does not support)."""
+    return getattr(model, "vllm_engine", None) is not None and callable(getattr(model, "load_lora", None))
+
+
+def choose_engine(requested: str, model) -> str:
+    """eval.engine for the loaded model: `auto` is vLLM when the model has a vLLM engine, else transformers."""
+    if requested == "vllm" and not has_vllm_engine(model):
+        raise ConfigError("eval.engine", "vllm, but the loaded model has no vLLM engine (Unsloth fell back to "
+                                         "its own generation); use eval.engine=auto or hf")
+    if requested == "auto":
+        return "vllm" if has_vllm_engine(model) else "hf"
+    return requested
+
+
+def check_engine_request(requested: str, use_vllm: bool) -> None:
+    """Before any model loads: eval.engine=vllm needs backend=unsloth (as resolved) with fast_inference."""
+    if requested == "vllm" and not use_vllm:
+        raise ConfigError("eval.engine", "vllm needs backend=unsloth (CUDA, pip install -e '.[gpu]') with "
+                                         "backend.fast_inference=true; this job runs without vLLM: use auto or hf")
+
+
 class HFEngine:
     """Batched `model.generate` with left padding."""
 
@@ -39,13 +73,7 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.progress = progress
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        ids.add(self.tokenizer.eos_token_id)
-        return ids
+        self.eos_ids = eos_token_ids(model, tokenizer)
 
     @torch.no_grad()
     def generate(self, sequences, max_new_tokens, stop_strings, sampling):
@@ -94,22 +122,31 @@ class HFEngine:
 
 
 class VLLMEngine:
-    """The Engine interface over Unsloth's vLLM (`fast_generate`), generating with the job's LoRA adapter."""
+    """The Engine interface over Unsloth's vLLM (`fast_generate`), generating with a LoRA adapter.
+
+    vLLM generates with LoRA weights read from disk: `adapter_dir` when given (a saved adapter), else the model's
+    current LoRA weights saved once to a scratch dir (during training). The LoRARequest is built once per engine:
+    Unsloth's `load_lora` gives every call a new adapter id, which vLLM would load again (unsloth_zoo
+    vllm_utils.py load_lora, `LORA_REQUEST_ID += 1`). Make a new engine when the weights change.
+    """
 
     def __init__(self, model, tokenizer, adapter_dir: Path | None):
         self.model = model
         self.tokenizer = tokenizer
         self.adapter_dir = adapter_dir
+        self.eos_ids = eos_token_ids(model, tokenizer)
         self._scratch: tempfile.TemporaryDirectory | None = None
+        self._request = None
 
     def _lora_request(self):
-        if self.adapter_dir is not None:
-            return self.model.load_lora(str(self.adapter_dir))
-        # During training there is no saved adapter yet: save the current LoRA weights to evaluate them.
-        if self._scratch is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="medgrpo-lora-")
-        self.model.save_pretrained(self._scratch.name)
-        return self.model.load_lora(self._scratch.name)
+        if self._request is None:
+            directory = self.adapter_dir
+            if directory is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="medgrpo-lora-")
+                self.model.save_pretrained(self._scratch.name)
+                directory = self._scratch.name
+            self._request = self.model.load_lora(str(directory))
+        return self._request
 
     def generate(self, sequences, max_new_tokens, stop_strings, sampling: Sampling):
         from vllm import SamplingParams
@@ -119,18 +156,21 @@ class VLLMEngine:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             stop=stop_strings or None,
+            # vLLM stops by itself only at the tokenizer's EOS; the others must be named (vllm SamplingParams).
+            stop_token_ids=sorted(self.eos_ids),
             include_stop_str_in_output=True,
         )
         prompts = [{"prompt_token_ids": ids} for ids in sequences]
         outputs = self.model.fast_generate(prompts, sampling_params=params, lora_request=self._lora_request(),
                                            use_tqdm=True)
-        results = []
-        for output in outputs:
-            completion = output.outputs[0]
-            # finish_reason "stop" with stop_reason None is end-of-sequence; a stop string sets stop_reason.
-            ended = completion.finish_reason == "stop" and completion.stop_reason is None
-            tokens = list(completion.token_ids)
-            if ended and tokens and tokens[-1] == self.tokenizer.eos_token_id:
-                tokens = tokens[:-1]
-            results.append(Generated(tokens, ended))
-        return results
+        return [self._trim(output.outputs[0]) for output in outputs]
+
+    def _trim(self, completion) -> Generated:
+        # finish_reason "stop": at the tokenizer's EOS stop_reason is None, at a stop_token_ids id it is that id,
+        # at a stop string it is the string (vllm/v1/core/sched/utils.py check_stop).
+        ended = completion.finish_reason == "stop" and (completion.stop_reason is None
+                                                        or completion.stop_reason in self.eos_ids)
+        tokens = list(completion.token_ids)
+        if ended and tokens and tokens[-1] in self.eos_ids:
+            tokens = tokens[:-1]
+        return Generated(tokens, ended)

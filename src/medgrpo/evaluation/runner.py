@@ -15,13 +15,6 @@ from medgrpo.evaluation.safety import SafetyRules, safety_metrics
 log = logging.getLogger(__name__)
 
 
-def choose_engine_name(engine: str, use_vllm: bool) -> str:
-    """eval.engine, where `auto` follows the rollouts: vLLM when the policy has a vLLM engine attached."""
-    if engine != "auto":
-        return engine
-    return "vllm" if use_vllm else "hf"
-
-
 class EvalRunner:
     def __init__(self, eval_cfg, engine_name: str, policy, eval_sets: dict, budget: Budget, prompt_format, tracker,
                  output_dir: Path, safety_rules: SafetyRules | None = None):

@@ -1,0 +1,380 @@
+"""The GPU path's defects found by reading Unsloth 2026.10.9, vLLM 0.31 and TRL 1.14, each checked on CPU.
+
+Unsloth and vLLM cannot run here. Where a test needs them it uses a FAKE of their API that only records the
+arguments it is given (argument plumbing): it checks what our code asks of the libraries, never what they do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from medgrpo.backends import LoraSpec
+from medgrpo.errors import ConfigError
+from medgrpo.evaluation.budget import Budget
+from medgrpo.evaluation.engine import Sampling, VLLMEngine, check_engine_request, choose_engine, has_vllm_engine
+from tests._run import run_entrypoint
+
+# ---- fakes (argument plumbing only) -------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeCompletion:  # the fields of vllm.outputs.CompletionOutput our engine reads
+    token_ids: list[int]
+    finish_reason: str
+    stop_reason: int | str | None
+
+
+class FakeVLLMModel:
+    """A model as Unsloth returns it with fast_inference=True: vllm_engine, load_lora, fast_generate."""
+
+    def __init__(self, completions):
+        self.vllm_engine = object()
+        self.generation_config = types.SimpleNamespace(eos_token_id=[7, 8])  # Qwen2.5: <|im_end|>, <|endoftext|>
+        self.completions = completions
+        self.calls: list[dict] = []
+        self.loaded: list[str] = []
+        self.saved: list[str] = []
+
+    def load_lora(self, directory):
+        self.loaded.append(directory)
+        return f"request-{len(self.loaded)}"
+
+    def save_pretrained(self, directory):
+        self.saved.append(directory)
+
+    def fast_generate(self, prompts, sampling_params, lora_request, use_tqdm):
+        self.calls.append({"params": sampling_params, "lora_request": lora_request})
+        return [types.SimpleNamespace(outputs=[c]) for c in self.completions[:len(prompts)]]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """`vllm.SamplingParams` that keeps its keyword arguments."""
+    module = types.ModuleType("vllm")
+    module.SamplingParams = lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", module)
+
+
+TOKENIZER = types.SimpleNamespace(eos_token_id=7)
+
+# ---- 7. a second EOS id --------------------------------------------------------------------------------------------
+
+
+def test_vllm_engine_stops_at_every_eos_id_and_counts_the_second_as_an_end(fake_vllm):
+    model = FakeVLLMModel([FakeCompletion([5, 6, 8], "stop", 8),          # the second EOS: vLLM's stop_reason is 8
+                           FakeCompletion([5, 7], "stop", None),          # the tokenizer's EOS
+                           FakeCompletion([5, 9], "stop", "</think>"),    # a stop string
+                           FakeCompletion([5, 6], "length", None)])       # the token limit
+    engine = VLLMEngine(model, TOKENIZER, adapter_dir=Path("/adapter"))
+    out = engine.generate([[1], [1], [1], [1]], 16, ["</think>"], Sampling())
+    assert sorted(model.calls[0]["params"]["stop_token_ids"]) == [7, 8]
+    assert [(g.tokens, g.ended) for g in out] == [([5, 6], True), ([5], True), ([5, 9], False), ([5, 6], False)]
+
+# ---- minor: the LoRA is loaded once, not on every generate call ----------------------------------------------------
+
+
+def test_vllm_engine_builds_one_lora_request_for_all_its_generate_calls(fake_vllm):
+    model = FakeVLLMModel([FakeCompletion([5], "length", None)])
+    engine = VLLMEngine(model, TOKENIZER, adapter_dir=Path("/job/adapter"))
+    for _ in range(3):  # budget forcing: a thinking round, an extension, the answer
+        engine.generate([[1]], 4, [], Sampling())
+    assert model.loaded == ["/job/adapter"]
+    assert [call["lora_request"] for call in model.calls] == ["request-1"] * 3
+
+
+def test_during_training_the_current_lora_is_saved_once_per_evaluation(fake_vllm):
+    model = FakeVLLMModel([FakeCompletion([5], "length", None)])
+    engine = VLLMEngine(model, TOKENIZER, adapter_dir=None)
+    engine.generate([[1]], 4, [], Sampling())
+    engine.generate([[1]], 4, [], Sampling())
+    assert len(model.saved) == 1 and model.loaded == model.saved
+
+# ---- 8. the engine follows the loaded model; eval.engine=vllm checked before loading --------------------------------
+
+
+def test_the_engine_follows_what_the_loaded_model_supports():
+    with_vllm = FakeVLLMModel([])
+    without = types.SimpleNamespace(generation_config=with_vllm.generation_config)  # Unsloth fell back, no vLLM
+    assert has_vllm_engine(with_vllm) and not has_vllm_engine(without)
+    assert choose_engine("auto", with_vllm) == "vllm" and choose_engine("auto", without) == "hf"
+    assert choose_engine("hf", with_vllm) == "hf"
+    with pytest.raises(ConfigError, match="eval.engine.*no vLLM engine"):
+        choose_engine("vllm", without)
+
+
+def test_eval_engine_vllm_without_vllm_is_refused_before_loading():
+    check_engine_request("vllm", use_vllm=True)
+    check_engine_request("auto", use_vllm=False)
+    with pytest.raises(ConfigError, match="eval.engine.*backend=unsloth"):
+        check_engine_request("vllm", use_vllm=False)
+
+
+@pytest.mark.slow
+def test_eval_engine_vllm_on_cpu_fails_in_one_line_before_the_model_loads(tmp_path, model_cache):
+    done = run_entrypoint("preset=tiny", "eval.engine=vllm", "train.enabled=false", "logger=disabled",
+                          f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, env={"HYDRA_FULL_ERROR": "0"})
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-2000:]
+    assert "eval.engine" in output and "backend=unsloth" in output and "Traceback" not in output
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert results["status"] == "failed" and "model_load_s" not in results["timings"]
+
+# ---- 5. budget forcing cannot pass model.max_seq_length on vLLM ----------------------------------------------------
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word; a chat template that joins the messages."""
+
+    def encode(self, text, add_special_tokens=False):
+        return text.split()
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        return " ".join(m["content"] for m in messages) + " assistant:"
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [t.split() for t in texts]}
+
+
+def test_budget_forcing_that_could_pass_max_seq_length_is_refused_before_loading():
+    extend = Budget(mode="extend", max_thinking_tokens=100, max_answer_tokens=20, num_ignore=2,
+                    answer_prefix=" <answer>")
+    eval_sets = {"pubmedqa": [{"prompt": [{"role": "user", "content": " ".join(["word"] * 29)}]}]}  # 30 tokens
+    # The longest completion: 100 thinking + 2 appended ("</think> <answer>") + 20 answer = 122 tokens.
+    assert extend.max_completion_tokens(WordTokenizer(), "</think>") == 122
+    extend.check_fits(WordTokenizer(), "</think>", eval_sets, max_seq_length=152)
+    with pytest.raises(ConfigError, match=r"budget.max_thinking_tokens.*pubmedqa prompt \(30 tokens\).*122 tokens"):
+        extend.check_fits(WordTokenizer(), "</think>", eval_sets, max_seq_length=151)
+    with pytest.raises(ConfigError, match="eval.max_new_tokens"):
+        Budget(mode="off", max_new_tokens=200).check_fits(WordTokenizer(), "</think>", eval_sets, 151)
+
+# ---- 2, 3, minor: Unsloth loading (a fake FastLanguageModel: argument plumbing only) ------------------------------
+
+
+@dataclass
+class FakeFastLanguageModel:
+    calls: list = field(default_factory=list)
+
+    def from_pretrained(self, **kwargs):
+        self.calls.append(("from_pretrained", kwargs))
+        model = types.SimpleNamespace(vllm_engine=f"engine-{len(self.calls)}") if kwargs["fast_inference"] \
+            else types.SimpleNamespace()
+        return model, types.SimpleNamespace(pad_token=None, eos_token="<eos>", padding_side="right")
+
+    def get_peft_model(self, model, **kwargs):
+        self.calls.append(("get_peft_model", kwargs))
+        return model
+
+    def for_inference(self, model):
+        self.calls.append(("for_inference", {}))
+
+
+@pytest.fixture
+def fake_unsloth(monkeypatch):
+    from medgrpo.backends import unsloth as backend
+
+    fast = FakeFastLanguageModel()
+    deleted: list = []
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=fast))
+    monkeypatch.setitem(sys.modules, "unsloth_zoo", types.ModuleType("unsloth_zoo"))
+    monkeypatch.setitem(sys.modules, "unsloth_zoo.vllm_utils", types.SimpleNamespace(delete_vllm=deleted.append))
+    monkeypatch.setattr(backend, "_loaded_engines", [])
+    monkeypatch.setenv(backend.STANDBY_ENV, "0")
+    return backend, fast, deleted
+
+
+MODEL = OmegaConf.create({"max_seq_length": 512, "trust_remote_code": False})
+LORA = LoraSpec.from_config(OmegaConf.create({"rank": 16, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj"],
+                                              "load_in_4bit": True}))
+
+
+def backend_cfg(fast_inference=True, standby=False):
+    return OmegaConf.create({"fast_inference": fast_inference, "gpu_memory_utilization": 0.5, "standby": standby})
+
+
+def test_a_saved_adapter_is_loaded_by_unsloth_itself_not_by_plain_peft(fake_unsloth, tmp_path):
+    backend, fast, _ = fake_unsloth
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base-4bit", "r": 64}))
+    policy = backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", tmp_path, trainable=False, seed=0)
+    (name, kwargs), *rest = fast.calls
+    assert name == "from_pretrained" and kwargs["model_name"] == str(tmp_path)  # Unsloth attaches load_lora itself
+    assert kwargs["max_lora_rank"] == 64  # the adapter's rank, above lora.rank=16: vLLM refuses larger adapters
+    assert [call[0] for call in rest] == ["for_inference"]  # evaluation only; no new LoRA on top
+    assert policy.model_path == "org/base-4bit"
+
+
+def test_training_from_a_saved_adapter_keeps_it_trainable_without_a_second_lora(fake_unsloth, tmp_path):
+    backend, fast, _ = fake_unsloth
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base", "r": 8}))
+    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", tmp_path, trainable=True, seed=0)
+    assert [call[0] for call in fast.calls] == ["from_pretrained"]
+    assert fast.calls[0][1]["max_lora_rank"] == 16
+
+
+def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine(fake_unsloth):
+    backend, fast, deleted = fake_unsloth
+    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
+    assert deleted == []
+    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
+    assert deleted == ["engine-1"] and backend._loaded_engines == ["engine-3"]  # calls: load, lora, load
+
+
+def test_the_standby_variable_is_set_from_the_config_before_unsloth_reads_it(fake_unsloth, monkeypatch, tmp_path):
+    backend, _, _ = fake_unsloth
+    package = tmp_path / "site" / "unsloth"
+    package.mkdir(parents=True)
+    # A FAKE unsloth package (argument plumbing only): it keeps the variable as Unsloth reads it, at import time.
+    (package / "__init__.py").write_text("import os\nSTANDBY_AT_IMPORT = os.environ.get('UNSLOTH_VLLM_STANDBY')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "unsloth")
+    monkeypatch.setenv(backend.STANDBY_ENV, "1")  # left over from an earlier job, or set in the shell
+    try:
+        assert backend.import_unsloth(standby=False).STANDBY_AT_IMPORT == "0"
+    finally:
+        sys.modules.pop("unsloth", None)
+
+
+def test_standby_cannot_change_within_one_process(fake_unsloth):
+    backend, _, _ = fake_unsloth  # unsloth "imported" with standby 0
+    backend.import_unsloth(standby=False)
+    with pytest.raises(ConfigError, match="backend.standby.*submitit_local"):
+        backend.import_unsloth(standby=True)
+
+# ---- minor: unsloth imported before trl/transformers/peft ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_entrypoint_imports_unsloth_before_trl_transformers_and_peft(tmp_path, model_cache):
+    fake = tmp_path / "site" / "unsloth"
+    fake.mkdir(parents=True)
+    # A FAKE unsloth (argument plumbing only): it records what was imported before it, then stops the job.
+    (fake / "__init__.py").write_text(textwrap.dedent("""
+        import json, os, sys
+        with open(os.environ["FAKE_UNSLOTH_RECORD"], "w") as out:
+            json.dump({m: m in sys.modules for m in ("trl", "transformers", "peft")}, out)
+        class FastLanguageModel:
+            @staticmethod
+            def from_pretrained(**kwargs):
+                raise RuntimeError("fake unsloth: no model here")
+        """))
+    driver = tmp_path / "run_with_cuda.py"
+    # This CPU machine has no CUDA: the driver says it has (argument plumbing), so backend=unsloth is chosen.
+    driver.write_text(textwrap.dedent("""
+        import runpy, sys
+        import medgrpo.backends
+        medgrpo.backends.cuda_available = lambda: True
+        sys.argv = sys.argv[1:]  # run_entrypoint puts src/run.py after this driver
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        """))
+    record = tmp_path / "imported_before_unsloth.json"
+    done = run_entrypoint("preset=tiny", "backend=unsloth", "lora.load_in_4bit=false", "logger=disabled",
+                          f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, prefix=[sys.executable, str(driver)],
+                          env={"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                               "FAKE_UNSLOTH_RECORD": str(record)})
+    assert "fake unsloth: no model here" in done.stderr  # the job reached the Unsloth backend
+    assert json.loads(record.read_text()) == {"trl": False, "transformers": False, "peft": False}
+
+# ---- 6. one objective on both backends: Unsloth's GRPOConfig fills and overrides -----------------------------------
+
+
+def test_the_recipe_states_every_value_unsloth_would_fill(tmp_path):
+    from medgrpo.config import compose_config
+    from medgrpo.train import FILLED_BY_UNSLOTH, check_grpo_for_backend
+
+    for preset in ((), ("preset=tiny",)):
+        grpo = compose_config(*preset, output_dir=tmp_path).grpo
+        assert all(grpo.get(key) is not None for key in FILLED_BY_UNSLOTH)
+        assert (grpo.loss_type, grpo.beta, grpo.epsilon_high) == ("dapo", 0.0, 0.28)
+        assert grpo.mask_truncated_completions is False and grpo.vllm_importance_sampling_correction is False
+        check_grpo_for_backend(grpo, "unsloth", use_vllm=True)
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"epsilon_high": None}, "grpo.epsilon_high"),
+    ({"mask_truncated_completions": None}, "grpo.mask_truncated_completions"),
+    ({"loss_type": "dr_grpo"}, "grpo.scale_rewards"),            # Unsloth forces scale_rewards none for dr_grpo
+    ({"use_vllm": False}, "grpo.use_vllm"),                      # Unsloth's trainer turns it back on
+    ({"vllm_mode": "server"}, "grpo.vllm_mode"),                 # ... and forces colocate
+])
+def test_values_unsloth_would_not_keep_are_refused_before_loading(change, key):
+    from medgrpo.train import check_grpo_for_backend
+
+    grpo = OmegaConf.create({"loss_type": "dapo", "beta": 0.0, "epsilon_high": 0.28,
+                             "mask_truncated_completions": False, **change})
+    check_grpo_for_backend(grpo, "hf", use_vllm=False)  # plain TRL keeps what it is given
+    with pytest.raises(ConfigError) as refused:
+        check_grpo_for_backend(grpo, "unsloth", use_vllm=True)
+    assert refused.value.key == key
+
+
+def test_dr_grpo_runs_on_unsloth_once_scale_rewards_is_the_value_it_forces():
+    from medgrpo.train import check_grpo_for_backend
+
+    check_grpo_for_backend(OmegaConf.create({"loss_type": "dr_grpo", "scale_rewards": "none", "beta": 0.0,
+                                             "epsilon_high": 0.2, "mask_truncated_completions": False}),
+                           "unsloth", use_vllm=True)
+
+
+def _grpo_settings(tmp_path, **extra):
+    return {"output_dir": str(tmp_path), "use_cpu": True, "bf16": False, "report_to": [], "loss_type": "dapo",
+            "per_device_train_batch_size": 4, "num_generations": 4, **extra}
+
+
+def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path):
+    from trl import GRPOConfig
+
+    from medgrpo.train import held_grpo_config
+
+    class FakeUnslothGRPOConfig(GRPOConfig):
+        """A FAKE of Unsloth's patched class (argument plumbing only): it fills epsilon_high for dapo, as
+        unsloth/models/rl.py:3563 does."""
+
+        def __post_init__(self):
+            if self.loss_type == "dapo" and self.epsilon_high is None:
+                self.epsilon_high = 0.28
+            super().__post_init__()
+
+    unstated = _grpo_settings(tmp_path)
+    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but FakeUnslothGRPOConfig holds 0.28"):
+        held_grpo_config(FakeUnslothGRPOConfig(**unstated), unstated, grpo_keys=["loss_type"])
+    stated = _grpo_settings(tmp_path, epsilon_high=0.28)
+    held = held_grpo_config(FakeUnslothGRPOConfig(**stated), stated, grpo_keys=["loss_type", "epsilon_high"])
+    assert held["epsilon_high"] == 0.28 and held["loss_type"] == "dapo"
+    assert json.loads(json.dumps(held)) == held
+    assert held_grpo_config(GRPOConfig(**unstated), unstated, grpo_keys=[])["epsilon_high"] is None  # plain TRL
+
+
+@pytest.mark.slow
+def test_results_json_records_the_grpo_config_the_trainer_held(tmp_path, model_cache):
+    done = run_entrypoint("preset=tiny", "grpo.max_steps=1", "eval.after_training=false", "logger=disabled",
+                          f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache)
+    assert done.returncode == 0, done.stderr[-2000:]
+    held = json.loads((tmp_path / "job" / "results.json").read_text())["grpo_config"]
+    assert (held["loss_type"], held["epsilon_high"], held["mask_truncated_completions"], held["max_steps"]) == \
+        ("dapo", 0.28, False, 1)
+
+# ---- 4. export after a 4-bit run -------------------------------------------------------------------------------------
+
+
+def test_export_after_a_4bit_run_says_which_16bit_weights_it_needs(tmp_path):
+    from tests._run import run_module
+
+    job = tmp_path / "job"
+    (job / "adapter").mkdir(parents=True)
+    (job / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/m-bnb-4bit"}))
+    config = {"model": {"name_or_path": "org/model-never-downloaded", "builder": None, "trust_remote_code": False},
+              "lora": {"load_in_4bit": True}}
+    (job / "results.json").write_text(json.dumps({"status": "ok", "config": config}))
+    done = run_module("medgrpo.export", str(job), "--formats", "lora,merged", timeout=120,
+                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "16-bit weights of org/model-never-downloaded" in done.stderr and "4-bit base" in done.stderr
+    assert "HF_HUB_OFFLINE=0 make export" in done.stderr and "FORMATS=lora" in done.stderr
+    assert (job / "export" / "lora" / "adapter_config.json").is_file()  # what could be exported, was
