@@ -162,7 +162,8 @@ def objective_keys(cfg: DictConfig) -> list[str]:
 
 
 # Metric prefixes, and the switch that makes a job write metrics under each.
-OBJECTIVE_STAGES = {"eval": "eval.after_training", "eval_base": "eval.before_training", "train": "train.enabled"}
+OBJECTIVE_STAGES = {"eval": "eval.after_training", "eval_base": "eval.before_training", "train": "train.enabled",
+                    "eval_sft": "eval.after_training", "train_sft": "train.enabled"}  # *_sft: with stage=sft|sft_grpo
 
 
 def unproduced_objectives(cfg: DictConfig) -> list[tuple[str, str]]:

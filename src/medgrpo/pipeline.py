@@ -60,6 +60,7 @@ class JobOutput:
     metrics: dict[str, float] = field(default_factory=dict)
     data_report: dict = field(default_factory=dict)
     eval_during: list[dict] | None = None
+    training_health: dict | None = None  # medgrpo/health.py, after GRPO
     grpo_config: dict | None = None  # the GRPOConfig the trainer held (after Unsloth's patches)
 
 
@@ -117,6 +118,8 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
         results.update(metrics=output.metrics, data=output.data_report, status="ok")
         if output.eval_during is not None:
             results["eval_during"] = output.eval_during
+        if output.training_health is not None:
+            results["training_health"] = output.training_health
         if output.grpo_config is not None:
             results["grpo_config"] = output.grpo_config
         values = _objective_values(cfg, output.metrics)
@@ -228,13 +231,17 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     from medgrpo.evaluation.runner import EvalRunner
     from medgrpo.evaluation.safety import SafetyRules
     from medgrpo.prompting import PromptFormat
+    from medgrpo.sft import check_sft_trainer, job_stages
 
     transformers.set_seed(cfg.seed)
     lora = LoraSpec.from_config(cfg.lora)
     backend = resolve_backend(cfg.backend, lora)
     use_vllm = backend == "unsloth" and bool(cfg.backend.fast_inference)  # what the loaded model should support
     check_engine_request(cfg.eval.engine, use_vllm)
-    if cfg.train.enabled:
+    stages = job_stages(cfg.stage, cfg.train.enabled)  # [] for an evaluation-only job
+    if "sft" in stages:
+        check_sft_trainer(cfg.stage.sft.trainer)
+    if "grpo" in stages:
         from medgrpo.train import check_grpo_for_backend
 
         check_grpo_for_backend(cfg.grpo, backend, use_vllm)
@@ -246,28 +253,30 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     with _timed(timings, "data_s"):
         model_path = resolve_model_path(cfg.model)
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-        max_prompt_tokens = cfg.model.max_seq_length - cfg.grpo.max_completion_length
-        if max_prompt_tokens <= 0:
-            raise ConfigError("model.max_seq_length", f"{cfg.model.max_seq_length} leaves no room for prompts after "
-                              f"grpo.max_completion_length={cfg.grpo.max_completion_length}")
-        eval_sets, eval_report = data.prepare_eval(cfg.data, tokenizer, prompt_format, max_prompt_tokens,
+        # Prompt budgets follow the stage: evaluation prompts leave room for the evaluation's longest completion,
+        # GRPO prompts for grpo.max_completion_length; a job without GRPO is not limited by the latter.
+        budget = Budget.from_config(cfg.budget, cfg.eval.max_new_tokens)
+        eval_prompt_tokens = _prompt_budget(cfg.model.max_seq_length, "eval.max_new_tokens",
+                                            budget.max_completion_tokens(tokenizer, prompt_format.think_close))
+        eval_sets, eval_report = data.prepare_eval(cfg.data, tokenizer, prompt_format, eval_prompt_tokens,
                                                    limit=cfg.eval.limit)
         check_objective(cfg, list(eval_sets))
         output.data_report = {"eval": eval_report}
         train_set = None
-        if cfg.train.enabled:
+        if "grpo" in stages:
+            max_prompt_tokens = _prompt_budget(cfg.model.max_seq_length, "grpo.max_completion_length",
+                                               cfg.grpo.max_completion_length)
             train_set, train_report = data.prepare_train(cfg.data, tokenizer, prompt_format, cfg.seed,
                                                          max_prompt_tokens)
             rewards.check_rewards_applicable(cfg.reward, train_set.column_names)
             output.data_report["train"] = train_report  # the train report has the leakage check
-        budget = Budget.from_config(cfg.budget, cfg.eval.max_new_tokens)
         if use_vllm:
             budget.check_fits(tokenizer, prompt_format.think_close, eval_sets, cfg.model.max_seq_length)
 
     with _timed(timings, "model_load_s"):
         policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
                              tokenizer=tokenizer, adapter_path=cfg.eval.adapter_path,
-                             trainable=cfg.train.enabled, seed=cfg.seed)
+                             trainable=bool(stages), seed=cfg.seed)
     use_vllm = has_vllm_engine(policy.model)  # Unsloth falls back to its own generation where vLLM cannot run
     evaluator = EvalRunner(cfg.eval, choose_engine(cfg.eval.engine, policy.model), policy, eval_sets, budget,
                            prompt_format, tracker,
@@ -276,7 +285,18 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     if cfg.eval.before_training and main:
         with _timed(timings, "eval_before_s"):
             output.metrics.update(evaluator.run(prefix="eval_base", step=0, predictions_subdir="predictions_base"))
-    if cfg.train.enabled:
+    if "sft" in stages:
+        from medgrpo.sft import run_sft
+
+        with _timed(timings, "sft_s"):
+            sft_metrics, output.data_report["sft"] = run_sft(
+                cfg.stage.sft, cfg.data, policy, prompt_format, lora, Path(cfg.paths.cache_dir) / "sft", output_dir,
+                tracker.report_to)
+            output.metrics.update(sft_metrics)
+        if "grpo" in stages and cfg.eval.after_training and main:  # between the stages; `eval/` is the final one
+            with _timed(timings, "eval_sft_s"):
+                output.metrics.update(evaluator.run(prefix="eval_sft", step=0, predictions_subdir="predictions_sft"))
+    if "grpo" in stages:
         from medgrpo.train import train
 
         with _timed(timings, "train_s"):
@@ -288,6 +308,34 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
         output.eval_during = evaluator.history
     if cfg.eval.after_training and main:
         with _timed(timings, "eval_s"):
-            step = int(output.metrics.get("train/steps", 0))
+            step = int(output.metrics.get("train/steps", output.metrics.get("train_sft/steps", 0)))
             output.metrics.update(evaluator.run(prefix="eval", step=step, predictions_subdir="predictions"))
+    if "grpo" in stages and main:
+        output.training_health = _training_health(cfg.health, output_dir, output.metrics, evaluator.history, tracker)
     return output
+
+
+def _prompt_budget(max_seq_length: int, completion_key: str, completion_tokens: int) -> int:
+    room = max_seq_length - completion_tokens
+    if room <= 0:
+        raise ConfigError("model.max_seq_length", f"{max_seq_length} leaves no room for prompts after "
+                          f"{completion_key}'s {completion_tokens} completion tokens")
+    return room
+
+
+def _training_health(health_cfg: DictConfig, output_dir: Path, metrics: dict, eval_during: list[dict],
+                     tracker) -> dict:
+    """The GRPO run's training_health block (also in the W&B summary), from its log and its evaluations in order."""
+    import json
+
+    from medgrpo import health
+
+    history = [json.loads(line) for line in (output_dir / "train_log.jsonl").read_text().splitlines() if line]
+    # GRPO starts from the SFT weights when SFT ran, else from the base model
+    start = "eval_sft/" if any(k.startswith("eval_sft/") for k in metrics) else "eval_base/"
+    evaluations = [(0, {k: v for k, v in metrics.items() if k.startswith(start)})]
+    evaluations += [(e["step"], e) for e in eval_during]
+    evaluations.append((int(metrics.get("train/steps", 0)), {k: v for k, v in metrics.items() if k.startswith("eval/")}))
+    block = health.training_health(history, health.eval_points(evaluations), health_cfg)
+    tracker.summary(health.flat_summary(block))
+    return block
