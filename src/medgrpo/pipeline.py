@@ -335,7 +335,8 @@ def _training_health(health_cfg: DictConfig, output_dir: Path, metrics: dict, ev
     start = "eval_sft/" if any(k.startswith("eval_sft/") for k in metrics) else "eval_base/"
     evaluations = [(0, {k: v for k, v in metrics.items() if k.startswith(start)})]
     evaluations += [(e["step"], e) for e in eval_during]
-    evaluations.append((int(metrics.get("train/steps", 0)), {k: v for k, v in metrics.items() if k.startswith("eval/")}))
+    final = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+    evaluations.append((int(metrics.get("train/steps", 0)), final))
     block = health.training_health(history, health.eval_points(evaluations), health_cfg)
     tracker.summary(health.flat_summary(block))
     return block

@@ -167,7 +167,8 @@ def prepare_sft(sft_cfg: DictConfig, data_cfg, tokenizer, prompt_format: PromptF
     orders = {n: list(range(len(columns[n]["id"]))) for n in mix}
     leakage = _check_pool_leakage(dataclasses.replace(plan, mix=mix), columns, orders)
     mixed, effective = mix_sources(pools, mix, seed, plan.stopping_strategy, None)
-    return mixed.remove_columns("source"), {"sources": report, "mixed": effective, "leakage": leakage, "max_length": max_length}
+    report = {"sources": report, "mixed": effective, "leakage": leakage, "max_length": max_length}
+    return mixed.remove_columns("source"), report
 
 
 def sft_settings(trainer_cfg: DictConfig, *, seed: int, output_dir: Path, report_to: list[str]) -> dict:

@@ -7,8 +7,9 @@ run for real on a CPU, in tests and in `make demo`. Two sizes (model.builder):
 - `tiny` (2 layers, hidden 64): the fastest; the plumbing tests use it. SFT plateaus near 0.76 format rate.
 - `tiny_learner` (4 layers, hidden 128): big enough to learn the response format by SFT in ~200 CPU steps
   (measured on 2 cores: 0.98 format rate on 50 held-out PubMedQA items), so `make demo` and the learning tests
-  show SFT -> GRPO learning. It learns the format, never medicine. The byte-level BPE tokenizer is trained on the bundled data
-samples and carries a ChatML chat template, so prompts are rendered exactly like a real chat model's.
+  show SFT -> GRPO learning. It learns the format, never medicine.
+The byte-level BPE tokenizer is trained on the bundled data samples and carries a ChatML chat template, so
+prompts are rendered exactly like a real chat model's.
 The build is deterministic and cached under a key of the corpus and the architecture: a second call is instant.
 """
 from __future__ import annotations
