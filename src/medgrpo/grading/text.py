@@ -183,7 +183,7 @@ _PREFIX = re.compile(
     r"\s*(?:is\b|would\s+be\b|[:=\-])?\s*",
     re.IGNORECASE,
 )
-_LATEX_WRAPPER = re.compile(r"\\(?:boxed|text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
+_LATEX_WRAPPER = re.compile(r"\\(?:boxed|fbox|text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])(?<!\b[A-J]\.)\s+")  # "It is not C. Spleen." is one sentence
 _STATEMENT_MAX_CHARS = 300
