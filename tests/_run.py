@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,30 @@ def read_results(job_dir: Path) -> dict:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def start_entrypoint(*overrides: str, cache: Path, env: dict | None = None) -> subprocess.Popen:
+    """run_entrypoint without waiting: for tests that signal or race the job (output merged into .stdout)."""
+    command = [sys.executable, str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
+    environment = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
+                   **(env or {})}
+    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    """Poll condition() until true; fail with the job's output if it ends first or the time runs out."""
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"job ended (rc {process.returncode}) before {what}:\n{process.stdout.read()[-3000:]}")
+        if time.time() > deadline:
+            process.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def training_started(job_dir: Path) -> bool:
+    """The job logged the start of GRPO (medgrpo.train) in its Hydra log."""
+    log = Path(job_dir) / "run.log"
+    return log.is_file() and "GRPO:" in log.read_text()

@@ -95,9 +95,12 @@ def raise_if_stopped() -> None:
 class StopAtStepEnd(TrainerCallback):
     """Tells the trainer to save a checkpoint and stop at the end of the step during which a signal arrived."""
 
+    def on_init_end(self, args, state, control, **kwargs):
+        if _state is not None:  # from here on the trainer can stop at a step end with a checkpoint
+            _state.training = True
+
     def on_train_begin(self, args, state, control, **kwargs):
         if _state is not None:
-            _state.training = True
             _state.last_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,8 @@ def _init_wandb(mode: str, init_timeout_s: float, **kwargs):
 
 
 def start_tracking(logger_cfg, config: dict, output_dir: Path, name: str, group: str | None) -> NullTracker:
-    """Start the job's tracker. WANDB_MODE in the environment overrides logger.mode (tests set it)."""
+    """Start the job's tracker. WANDB_MODE and WANDB_INIT_TIMEOUT in the environment override logger.mode and
+    logger.init_timeout_s (tests set them)."""
     mode = os.environ.get("WANDB_MODE", logger_cfg.mode)
     if mode == "disabled":
         return NullTracker()
@@ -149,15 +151,16 @@ def start_tracking(logger_cfg, config: dict, output_dir: Path, name: str, group:
         config=config,
         tags=list(logger_cfg.tags),
     )
-    timeout = float(logger_cfg.get("init_timeout_s", 20))
+    timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", logger_cfg.get("init_timeout_s", 20)))
+    started = time.monotonic()
     try:
         return WandbTracker(_init_wandb(mode, timeout, **kwargs))
     except Exception as error:  # noqa: BLE001 - any W&B failure must not cost the run
         if mode == "offline":
             log.warning("W&B could not start even offline (%s); continuing without tracking", error)
             return NullTracker()
-        log.warning("W&B unreachable (%s): continuing offline; sync later with `wandb sync %s/wandb`",
-                    error, output_dir)
+        log.warning("W&B unreachable after %.0f s (%s): continuing offline; sync later with `wandb sync %s/wandb`",
+                    time.monotonic() - started, error, output_dir)
         os.environ["WANDB_MODE"] = "offline"  # TRL's callback must not try the network again either
         try:
             return WandbTracker(_init_wandb("offline", timeout, **kwargs))
