@@ -174,7 +174,7 @@ def test_a_users_mistake_prints_one_line_not_a_traceback(tmp_path):
                            f"hydra.run.dir={tmp_path}/job"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2
-    assert "config key 'lora.rank': expected a positive integer, got 0" in done.stderr
+    assert "config key 'lora.rank': expected a positive integer, got 0" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert '"status": "failed"' in (tmp_path / "job" / "results.json").read_text()
 

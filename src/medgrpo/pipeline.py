@@ -32,6 +32,7 @@ from medgrpo.config import check_objective, objective_keys, unproduced_objective
 from medgrpo.errors import ConfigError, MedgrpoError
 from medgrpo.jobfolder import JobFolderBusy, finished_result, hold_job_folder, mark_skipped
 from medgrpo.resume import ResumePlan, checkpoint_identity, plan_resume
+from medgrpo.evaluation.metrics import ACCURACY_CI_METHOD
 from medgrpo.results import redact_secrets, write_json_atomic
 from medgrpo.signals import JobInterrupted, defer_signals, stop_signals
 
@@ -92,6 +93,7 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
         "seed": cfg.seed,
         "config": resolved,
         "metrics": {},
+        "accuracy_ci_method": ACCURACY_CI_METHOD,  # how eval/<dataset>/accuracy_ci_low/high are computed
     }
     if not cfg.train.rerun and (done := finished_result(output_dir, resolved)) is not None:
         values = _objective_values(cfg, done.get("metrics") or {}, strict=False)

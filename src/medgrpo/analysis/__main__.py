@@ -1,4 +1,4 @@
-"""`python -m medgrpo.analysis [--sweep DIR] ...`: the ablation table, the same command as analysis/ablation_table.py."""
+"""`python -m medgrpo.analysis [--sweep DIR] ...`: the ablation table, as analysis/ablation_table.py runs it."""
 import sys
 
 from medgrpo.analysis.report import main
