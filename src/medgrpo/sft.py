@@ -66,8 +66,22 @@ def clean_reasoning(text: str, target: dict, max_words: int | None) -> str:
     return " ".join(words[:max_words] if max_words else words)
 
 
+def sft_plan(sft_cfg: DictConfig, data_cfg):
+    """The data plan of the SFT stage: the data group's plan with the SFT sources parsed and the SFT mix as its
+    mix (its evaluation sets stay: the leakage check runs against them)."""
+    from medgrpo.data.spec import parse_source, root_dir, validate_data_config
+
+    plan = validate_data_config(data_cfg)
+    sources = dict(plan.sources)
+    for name in ([] if sft_cfg.mix is None else list(sft_cfg.mix)):
+        if name not in sources and name in data_cfg.sources:
+            sources[name] = parse_source(name, data_cfg.sources[name], root_dir(data_cfg))
+    plan = dataclasses.replace(plan, sources=sources)
+    return dataclasses.replace(plan, mix=sft_mix(sft_cfg, plan))
+
+
 def sft_mix(sft_cfg: DictConfig, plan) -> dict[str, float]:
-    """SFT source -> weight: stage.sft.mix, or the training mix's sources that have a target. Checked here."""
+    """SFT source -> weight (normalised): stage.sft.mix, or the training mix's sources that have a target."""
     if sft_cfg.mix is None:
         mix = {n: w for n, w in plan.mix.items() if _has_target(plan.sources[n])}
         if not mix:
@@ -83,8 +97,11 @@ def sft_mix(sft_cfg: DictConfig, plan) -> dict[str, float]:
         if not _has_target(plan.sources[name]):
             raise ConfigError(f"stage.sft.mix.{name}", "this source has no SFT target: set its fields.target "
                               "(the reasoning column) or target.format: plain")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-            raise ConfigError(f"stage.sft.mix.{name}", f"expected a positive weight, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"stage.sft.mix.{name}", f"expected a weight >= 0, got {weight!r}")
+    mix = {n: w for n, w in mix.items() if w > 0}  # 0 leaves a source out, as in data.mix
+    if not mix:
+        raise ConfigError("stage.sft.mix", "every weight is 0")
     total = sum(mix.values())
     return {n: w / total for n, w in mix.items()}
 
@@ -139,10 +156,8 @@ def prepare_sft(sft_cfg: DictConfig, data_cfg, tokenizer, prompt_format: PromptF
     for leakage against the evaluation sets like the GRPO mix."""
     from medgrpo.data.mix import mix_sources
     from medgrpo.data.prepare import _check_pool_leakage, load_normalized
-    from medgrpo.data.spec import validate_data_config
-
-    plan = validate_data_config(data_cfg)
-    mix = sft_mix(sft_cfg, plan)
+    plan = sft_plan(sft_cfg, data_cfg)
+    mix = plan.mix
     max_length = sft_cfg.trainer.get("max_length")
     max_words = sft_cfg.max_reasoning_words
     columns, pools, report = {}, {}, {}
@@ -165,7 +180,7 @@ def prepare_sft(sft_cfg: DictConfig, data_cfg, tokenizer, prompt_format: PromptF
         log.info("SFT source %s: %d examples (%d with the context shortened to fit %s tokens, %d dropped)", name,
                  len(rows), counts["context_cut"], max_length, counts["dropped_too_long"])
     orders = {n: list(range(len(columns[n]["id"]))) for n in mix}
-    leakage = _check_pool_leakage(dataclasses.replace(plan, mix=mix), columns, orders)
+    leakage = _check_pool_leakage(plan, columns, orders)
     mixed, effective = mix_sources(pools, mix, seed, plan.stopping_strategy, None)
     report = {"sources": report, "mixed": effective, "leakage": leakage, "max_length": max_length}
     return mixed.remove_columns("source"), report
@@ -239,10 +254,8 @@ def load_sft_weights(policy, weights_dir: Path) -> None:
 def sft_cache_key(sft_cfg: DictConfig, data_cfg, lora, model_path: str, prompt_format: PromptFormat,
                   tokenizer) -> str:
     from medgrpo.data.cache import cache_key
-    from medgrpo.data.spec import validate_data_config
-
-    plan = validate_data_config(data_cfg)
-    mix = sft_mix(sft_cfg, plan)
+    plan = sft_plan(sft_cfg, data_cfg)
+    mix = plan.mix
     sources = {n: plan.sources[n] for n in mix}
     settings = OmegaConf.to_container(sft_cfg, resolve=True)
     settings.pop("cache", None)

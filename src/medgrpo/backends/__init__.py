@@ -95,16 +95,25 @@ def cuda_available() -> bool:
 def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
     """The backend `backend.name` asks for, checked against this machine (4-bit included, after `auto` has
     resolved). Imports nothing heavy."""
+    if backend_cfg.name == "unsloth":  # a config conflict on any machine: refused before the machine checks
+        check_method_for_unsloth(lora, bool(backend_cfg.get("fast_inference")))
     name = resolve_backend_name(backend_cfg.name)
     if name == "hf" and lora.load_in_4bit and not cuda_available():
         raise ConfigError("lora.load_in_4bit", "4-bit (bitsandbytes) needs CUDA; set lora.load_in_4bit=false on CPU")
-    if name == "unsloth" and lora.method in (*PROMPT_LEARNING, "dora"):
-        if backend_cfg.get("fast_inference"):
-            raise ConfigError("lora.method", f"lora.method={lora.method} with backend.fast_inference=true: vLLM "
-                              "rollouts load plain LoRA adapters only; use backend=hf or lora.method=lora")
-        raise ConfigError("lora.method", f"lora.method={lora.method} with backend={name}: Unsloth patches LoRA "
-                          "layers only; use backend=hf for prefix/P-Tuning/DoRA")
+    if name == "unsloth":  # backend=auto on a GPU machine
+        check_method_for_unsloth(lora, bool(backend_cfg.get("fast_inference")))
     return name
+
+
+def check_method_for_unsloth(lora: LoraSpec, fast_inference: bool) -> None:
+    """Unsloth and its vLLM rollouts handle plain LoRA (and full fine-tuning) only."""
+    if lora.method not in (*PROMPT_LEARNING, "dora"):
+        return
+    if fast_inference:
+        raise ConfigError("lora.method", f"lora.method={lora.method} with backend.fast_inference=true: vLLM "
+                          "rollouts load plain LoRA adapters only; use backend=hf or lora.method=lora")
+    raise ConfigError("lora.method", f"lora.method={lora.method} with backend=unsloth: Unsloth patches LoRA "
+                      "layers only; use backend=hf for prefix/P-Tuning/DoRA")
 
 
 def resolve_backend_name(name: str) -> str:
