@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from _run import read_results, run_entrypoint
-from medgrpo.config import compose_config, validate
+from medgrpo.config import check_model_available, compose_config, validate
 from medgrpo.errors import ConfigError, ConfigErrors
 from medgrpo.jobfolder import (JobFolderBusy, count_skipped, finished_result, hold_job_folder, mark_skipped)
 
@@ -68,8 +68,9 @@ def test_bad_values_are_refused_naming_each_key(tmp_path, monkeypatch):
         assert refused.value.key == "grpo.temperature"
     cfg = compose_config("preset=tiny", "model.builder=null", "model.name_or_path=nobody/no-such-model",
                          output_dir=tmp_path)
+    validate(cfg)  # a valid hub id: configs validate offline
     with pytest.raises(ConfigError, match="not in the Hugging Face cache .* HF_HUB_OFFLINE") as refused:
-        validate(cfg)
+        check_model_available(cfg.model)  # what the job checks next, before any model loads
     assert refused.value.key == "model.name_or_path"
 
 

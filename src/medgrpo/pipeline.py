@@ -108,6 +108,7 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
         if not multirun:
             _fall_back_to_a_written_objective(cfg)
         config_checks.validate(cfg)
+        config_checks.check_model_available(cfg.model)
         resume_plan = _plan_resume(cfg, output_dir)  # a checkpoint of another config is refused here
         results["resumed_from"] = resume_plan.step
         write_json_atomic(output_dir / "results.json", results)  # status running: a sweep summary can see it
