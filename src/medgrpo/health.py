@@ -8,11 +8,15 @@ holds each series' mean and its first- and last-quarter means. Alarms (each logg
 wrong and the threshold (cfg.health) it crossed: most completions truncated, most groups without variance, a reward
 that saturates while evaluation accuracy falls (reward hacking), completion length collapsing or exploding.
 No tool reports these: a run can look fine on the reward curve while learning nothing.
+
+    python -m medgrpo.health <sweep or job dir>   # each job's alarms, and reward_curves.png: every reward's mean
+                                                  # over the GRPO steps, one panel per job (what `make demo` shows)
 """
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +137,54 @@ def _finite(value) -> bool:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def plot_reward_curves(jobs: dict[str, dict], out: Path) -> Path:
+    """One panel per job (name -> training_health block): each reward function's mean per GRPO step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(jobs), figsize=(5 * len(jobs), 3.6), squeeze=False, sharey=True)
+    for ax, (name, health) in zip(axes[0], jobs.items()):
+        steps = health["steps"]
+        rewards = sorted({k.split("/")[1] for s in steps for k in s if k.startswith("reward/") and k.endswith("/mean")})
+        for reward in rewards:
+            points = [(s["step"], s[f"reward/{reward}/mean"]) for s in steps if f"reward/{reward}/mean" in s]
+            ax.plot(*zip(*points), label=reward)
+        ax.plot([s["step"] for s in steps], [s.get("reward", 0.0) for s in steps], "k--", label="total (weighted)")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("GRPO step")
+    axes[0][0].set_ylabel("mean reward")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Training-health alarms and reward curves of a sweep's jobs.")
+    parser.add_argument("run", type=Path, help="a sweep dir (its jobs' results.json) or one job dir")
+    args = parser.parse_args(argv)
+    jobs = {}
+    for results in sorted(args.run.glob("**/results.json")):
+        health = json.loads(results.read_text()).get("training_health")
+        if health and health["steps"]:
+            name = results.parent.name if results.parent != args.run else args.run.name
+            jobs[name] = health
+            alarms = "; ".join(a["message"] for a in health["alarms"]) or "no alarm"
+            print(f"{name}: {alarms}")
+    if not jobs:
+        print(f"no GRPO job with training_health under {args.run}")
+        return 1
+    print(f"reward curves: {plot_reward_curves(jobs, args.run / 'reward_curves.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
