@@ -1,5 +1,5 @@
 # One command sets up and does each thing; every target (re)creates .venv when pyproject.toml changes.
-#   make demo            tiny model + bundled real data on CPU, W&B offline: a small sweep and its ablation table
+#   make demo            SFT -> GRPO on the tiny model + bundled real data (CPU, W&B offline): table + plots
 #   make test            the whole test suite (what CI runs)
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make bench           benchmarks -> benchmarks/results/*.json
@@ -47,15 +47,26 @@ install-gpu:
 gpu-check:
 	python -m benchmarks.gpu_check
 
-# A 2x2 grid on the tiny model (CPU, W&B offline), then its ablation table: s1 budget forcing (thinking capped at 8
-# or 24 tokens) x LoRA rank 4 or 8. The random model's accuracy is 0 everywhere (read it beside the majority
-# baseline); the thinking-token columns show the budget knob at work, and Δ/CI columns how a table reads.
+# SFT -> GRPO on the tiny_learner model (CPU, W&B offline), then its table and plots. Two jobs: stage=grpo (GRPO
+# straight from the random model) against stage=sft_grpo (SFT on the response format first, then GRPO from it).
+# The table shows the format rate and strict accuracy before SFT (eval_base), after SFT (eval_sft) and after GRPO
+# (eval); reward_curves.png each reward function's mean over the GRPO steps; the health lines any alarm.
+# GRPO trains on GSM8K's short prompts (cheap on CPU); SFT on PubMedQA (cached: a re-run skips it).
+# The random model never ends a turn, so its eval_base completions are all cut at the limit; after SFT a formatted
+# completion (~60 tokens) fits in eval.max_new_tokens=96.
 DEMO_SWEEP := multirun/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_METRICS := eval_base/pubmedqa/format_rate,eval_sft/pubmedqa/format_rate,eval/pubmedqa/format_rate,$\
+	eval_base/pubmedqa/accuracy_strict,eval_sft/pubmedqa/accuracy_strict,eval/pubmedqa/accuracy_strict,$\
+	eval/pubmedqa/majority_baseline,eval/gsm8k/format_rate,train/reward_first_window,train/reward_last_window
 demo: install
-	$(PY) src/run.py -m preset=tiny task_name=demo budget=cap budget.max_answer_tokens=8 \
-		budget.max_thinking_tokens=8,24 lora.rank=4,8 hydra.sweep.dir=$(DEMO_SWEEP)
-	$(PY) analysis/ablation_table.py --sweep $(DEMO_SWEEP) --metrics \
-		eval/pubmedqa/accuracy,eval/pubmedqa/mean_thinking_tokens,eval/pubmedqa/mean_completion_tokens,train/reward
+	$(PY) src/run.py -m preset=tiny model=tiny_learner lora=full task_name=demo stage=grpo,sft_grpo \
+		stage.sft.seed=0 eval.before_training=true eval.max_new_tokens=96 eval.limit=16 'data.eval=[pubmedqa,gsm8k]' \
+		data.mix.pubmedqa_labeled_pool=0 grpo.max_steps=16 grpo.per_device_train_batch_size=16 \
+		grpo.max_completion_length=64 grpo.learning_rate=1e-4 grpo.temperature=0.7 hydra.sweep.dir=$(DEMO_SWEEP)
+	$(PY) analysis/ablation_table.py --sweep $(DEMO_SWEEP) --metrics $(DEMO_METRICS)
+	$(PY) -m medgrpo.health $(DEMO_SWEEP)
+	@echo "The tiny model learns the <reasoning>/<answer> FORMAT, not medicine: its accuracy is no better than the"
+	@echo "majority baseline beside it. The demo shows that SFT and GRPO train; it shows no medical skill."
 
 test: install
 	$(PY) -m pytest -q tests
