@@ -5,12 +5,14 @@ model download. Each error names the key and what was expected. Data and reward 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from medgrpo.data.schema import register_source_schema
 from medgrpo.errors import ConfigError, ConfigErrors, MedgrpoError
@@ -35,6 +37,7 @@ def canonical_overrides(overrides: list[str]) -> list[str]:
     in lightning-hydra-template), which Hydra refuses to append to; the older `+experiment=x` spelling keeps
     working. 'data.balance={}' -> 'data.balance=null': Hydra merges a {} override into the existing mapping (a
     no-op), but an empty balance means no balancing."""
+    overrides = [quote_path_value(o) for o in overrides]
     return [o[1:] if o.startswith("+experiment=") else EMPTY_BALANCE.sub(r"\1data.balance=null", o) for o in overrides]
 
 
@@ -53,6 +56,50 @@ def compose_config(*overrides: str, output_dir: str | Path) -> DictConfig:
         cfg.paths.output_dir = str(output_dir)
     return cfg
 
+
+
+def quote_path_value(override: str) -> str:
+    """`eval.adapter_path=multirun/x/0_lora.rank=4,reward=weighted` -> the value in quotes. Job folder names hold
+    `=` and `,`, which Hydra's override grammar would read as syntax; a value with `=` can never be a sweep list,
+    so it is quoted as it stands (values already quoted are left alone)."""
+    key, sep, value = override.partition("=")
+    if not sep or "=" not in value or value[:1] in ("'", '"'):
+        return override
+    return key + "='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def adopt_trained_job(cfg: DictConfig, user_overrides: list[str]) -> None:
+    """eval.adapter_path may name a finished job's folder (or its adapter/ folder). Its adapter is then evaluated
+    the way that job was set up, read from its results.json: the groups an adapter depends on (model, prompt, lora,
+    data, backend, eval) are the job's, except those this command chooses itself (`data=samples`), and with this
+    command's own keys (`eval.limit=50`) on top; the budget and evaluation switches stay this command's."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    folder = Path(cfg.eval.adapter_path) if cfg.eval.adapter_path is not None else None
+    job = next((f for f in (folder, folder and folder.parent) if f is not None and (f / "results.json").is_file()),
+               None)
+    if job is None or not (job / "adapter").is_dir():
+        return
+    trained = json.loads((job / "results.json").read_text()).get("config") or {}
+    overrides = [o for o in OverridesParser.create().parse_overrides(user_overrides)
+                 if not o.key_or_group.startswith("hydra")]
+    chosen = {o.key_or_group.lstrip("+~") for o in overrides if "." not in o.key_or_group}
+    adopted = [group for group in ADOPTED_GROUPS if group in trained and group not in chosen]
+    switches = {key: cfg.eval[key] for key in ("after_training", "before_training", "during_training_steps")}
+    with open_dict(cfg):
+        for group in adopted:
+            cfg[group] = trained[group]
+        cfg.eval.update(switches)
+        for override in overrides:
+            if override.key_or_group.split(".")[0] in adopted and "." in override.key_or_group:
+                OmegaConf.update(cfg, override.key_or_group, override.value(), force_add=True)
+        cfg.eval.adapter_path = str(job / "adapter")
+    logging.getLogger(__name__).info("evaluating the adapter of %s as that job was set up (%s from its results.json)",
+                                     job, ", ".join(adopted))
+
+
+# What a trained adapter depends on: an evaluation of it takes these from the job that trained it.
+ADOPTED_GROUPS = ("model", "prompt", "lora", "data", "backend", "eval")
 
 BACKENDS = ("auto", "hf", "unsloth")
 BUDGET_MODES = ("off", "cap", "extend")

@@ -82,6 +82,7 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     overrides, name, group, multirun = _job_identity(cfg)
+    config_checks.adopt_trained_job(cfg, overrides)  # eval.adapter_path=<job dir>: evaluate it as it was trained
     resolved = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     results: dict = {
         "status": "running",

@@ -169,7 +169,7 @@ class ResumeCallback(TrainerCallback):
         self.plan = plan
 
     def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save:
+        if control.should_save and state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             write_json_atomic(folder / IDENTITY_FILE, {"step": state.global_step, "identity": self.plan.identity})
 
