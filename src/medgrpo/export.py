@@ -28,12 +28,20 @@ def _job_config(job_dir: Path):
     results = job_dir / "results.json"
     if not results.is_file():
         raise SystemExit(f"{job_dir}: no results.json — is this a medgrpo job directory?")
-    if not (job_dir / "adapter" / "adapter_config.json").is_file():
-        raise SystemExit(f"{job_dir}: no trained adapter (adapter/adapter_config.json); was training enabled?")
+    if not any((job_dir / "adapter" / name).is_file() for name in ("adapter_config.json", "config.json")):
+        raise SystemExit(f"{job_dir}: no trained weights (adapter/adapter_config.json, or adapter/config.json after "
+                         "lora=full); was training enabled?")
     return OmegaConf.create(json.loads(results.read_text())["config"])
 
 
+def _method(job_dir: Path) -> str:
+    return _job_config(job_dir).lora.get("method", "lora")
+
+
 def export_lora(job_dir: Path, out: Path) -> Path:
+    if _method(job_dir) == "full":
+        raise SystemExit(f"{job_dir}: lora.method=full trained the whole model, there is no adapter; "
+                         "export FORMATS=merged")
     target = out / "lora"
     shutil.copytree(job_dir / "adapter", target, dirs_exist_ok=True)
     return target
@@ -58,6 +66,15 @@ def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
     from medgrpo.backends import resolve_model_path
 
     cfg = _job_config(job_dir)
+    method = cfg.lora.get("method", "lora")
+    if method in ("prefix", "ptuning"):
+        raise SystemExit(f"{job_dir}: lora.method={method} trains virtual tokens, which cannot be merged into the "
+                         "model's weights; export the adapter (FORMATS=lora) and load it with PEFT")
+    target = out / f"merged_{dtype}"
+    if method == "full":  # the trained model itself, in the asked dtype
+        AutoModelForCausalLM.from_pretrained(job_dir / "adapter", dtype=getattr(torch, dtype)).save_pretrained(target)
+        AutoTokenizer.from_pretrained(job_dir / "adapter").save_pretrained(target)
+        return target
     model_path = resolve_model_path(cfg.model)
     if missing_base_weights(model_path):
         # A 4-bit Unsloth run downloads Unsloth's pre-quantized copy of the model, never its 16-bit weights; Unsloth's
@@ -70,8 +87,7 @@ def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
                          "or export the adapter alone (FORMATS=lora).")
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                 trust_remote_code=cfg.model.trust_remote_code)
-    merged = PeftModel.from_pretrained(base, str(job_dir / "adapter")).merge_and_unload()
-    target = out / f"merged_{dtype}"
+    merged = PeftModel.from_pretrained(base, str(job_dir / "adapter")).merge_and_unload()  # LoRA and DoRA
     merged.save_pretrained(target)
     AutoTokenizer.from_pretrained(job_dir / "adapter").save_pretrained(target)
     return target
