@@ -188,3 +188,33 @@ def test_an_objective_the_job_never_writes_is_refused_before_anything_loads(tmp_
                             output_dir=tmp_path))
     validate(compose_config("preset=tiny", "eval.after_training=false", "eval.before_training=true",
                             "objective=eval_base/pubmedqa/accuracy", output_dir=tmp_path))
+
+
+def test_a_job_folder_name_is_quoted_for_hydra():
+    from medgrpo.config import canonical_overrides
+
+    assert canonical_overrides(["eval.adapter_path=multirun/x/0_lora.rank=4,reward=weighted", "lora.rank=8,16",
+                                "+experiment=lora_rank", "eval.adapter_path='a=b'"]) == [
+        "eval.adapter_path='multirun/x/0_lora.rank=4,reward=weighted'", "lora.rank=8,16", "experiment=lora_rank",
+        "eval.adapter_path='a=b'"]
+
+
+def test_evaluating_a_job_folder_adopts_how_that_job_was_set_up(tmp_path):
+    import json
+
+    from medgrpo.config import adopt_trained_job, canonical_overrides
+
+    job = tmp_path / "0_lora.rank=4,reward=weighted"
+    (job / "adapter").mkdir(parents=True)
+    trained = compose_config("preset=tiny", "eval.limit=7", "lora.rank=4", output_dir=job)
+    (job / "results.json").write_text(json.dumps({"config": OmegaConf.to_container(trained, resolve=True)}))
+    overrides = ["train.enabled=false", f"eval.adapter_path={job}", "budget=cap", "eval.batch_size=3"]
+    cfg = compose_config(*overrides, output_dir=tmp_path / "eval")
+    adopt_trained_job(cfg, canonical_overrides(overrides))
+    assert cfg.eval.adapter_path == str(job / "adapter")
+    assert (cfg.model.builder, cfg.lora.rank, cfg.lora.load_in_4bit, cfg.data.eval) == (
+        "tiny", 4, False, trained.data.eval)
+    assert (cfg.eval.limit, cfg.eval.batch_size, cfg.budget.mode) == (7, 3, "cap")  # this command's keys win
+    with_samples = compose_config(*overrides, "data=shared", output_dir=tmp_path / "eval2")
+    adopt_trained_job(with_samples, canonical_overrides([*overrides, "data=shared"]))
+    assert with_samples.data.shared_dir == "../shared/data"  # a group chosen on this command stays this command's
