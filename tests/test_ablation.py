@@ -301,7 +301,8 @@ def test_rerunning_keeps_the_selection_and_removes_stale_plots(grid_sweep, capsy
     assert main(["--sweep", str(grid_sweep)]) == 0  # what `make ablation-table` runs
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".png"} == \
         {name: data for name, data in first.items() if not name.endswith(".png")}
-    assert sorted(p.name for p in out.glob("*.png")) == ["eval_pubmedqa_accuracy.png", "train_reward.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["cost_eval_pubmedqa_accuracy.png",  # beside every table
+                                                         "eval_pubmedqa_accuracy.png", "train_reward.png"]
     assert main(["--sweep", str(grid_sweep), "--metrics", "default"]) == 0
     assert "train_reward.png" not in {p.name for p in out.iterdir()}  # no longer shown: removed
     assert "eval_pubmedqa_format_rate.png" in {p.name for p in out.iterdir()}

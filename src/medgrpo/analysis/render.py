@@ -87,6 +87,17 @@ def markdown_table(table: AblationTable) -> str:
     return "\n".join(lines)
 
 
+def section_table(table: AblationTable, columns: dict[str, str]) -> str:
+    """A Markdown table of more metrics of the same settings: setting, then per column header its metric's
+    mean [95% CI] cell (as in the main table)."""
+    lines = ["| setting | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for setting in table.settings:
+        cells = [("**baseline** " if setting is table.baseline else "") + setting.label,
+                 *(_cell(setting, metric) for metric in columns.values())]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def significance_note(table: AblationTable) -> str:
     """The line under the table naming how Δ's CI and p were computed (empty when no Δ is paired)."""
     if not any(s.paired for s in table.settings):
@@ -99,11 +110,11 @@ PAIRED_COLUMNS = ("delta_ci_low", "delta_ci_high", "p_value", "delta_n_items")
 
 
 def write_csv(table: AblationTable, path: Path) -> None:
-    """One line per setting: swept values, job counts, errors, and per metric mean, ci_low, ci_high, ci_source,
-    n, delta; for accuracies also delta_ci_low, delta_ci_high, p_value and delta_n_items (paired bootstrap)."""
+    """One line per setting: swept values, job counts, errors, and per metric (the table's extra ones too: cost,
+    per source, difficulty bins, option-order robustness) mean, ci_low, ci_high, ci_source, n, delta; for accuracies also delta_ci_low, delta_ci_high, p_value and delta_n_items (paired bootstrap)."""
     accuracies = [m for m in table.metrics if m.rsplit("/", 1)[-1] in PREDICTION_FIELDS]
     metric_columns = []
-    for metric in table.metrics:
+    for metric in table.metrics + table.extra:
         metric_columns += [metric, f"{metric}_ci_low", f"{metric}_ci_high", f"{metric}_ci_source", f"{metric}_n",
                            f"{metric}_delta"]
         metric_columns += [f"{metric}_{c}" for c in PAIRED_COLUMNS] if metric in accuracies else []
@@ -117,7 +128,7 @@ def write_csv(table: AblationTable, path: Path) -> None:
             line = [s.label, *(s.params.get(k) for k in table.swept), s is table.baseline, s.status,
                     *(s.count(status) for status in ("ok", "failed", "killed", "interrupted", "missing")),
                     " ".join(str(j.seed) for j in s.jobs if j.status == "ok" and j.seed is not None), s.problems]
-            for metric in table.metrics:
+            for metric in table.metrics + table.extra:
                 stat = s.stats.get(metric)
                 source = (stat.ci_source or "none") + (f" ({stat.note})" if stat.note else "") if stat else ""
                 line += [stat.mean, stat.ci_low, stat.ci_high, source, stat.n] if stat else ["", "", "", "", 0]

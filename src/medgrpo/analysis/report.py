@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 from medgrpo.analysis import AblationError
+from medgrpo.analysis.difficulty import load_difficulty
+from medgrpo.analysis.insight import insight_metrics, insight_sections, with_difficulty
 from medgrpo.analysis.jobs import (
     JobRow,
     drop_repeats,
@@ -47,8 +49,9 @@ SELECTION = "selection.json"
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
-def report_markdown(table: AblationTable, source: str, plots: list[str], study: str = "") -> str:
-    """The whole ablation.md: context, the table, footnotes, missing metrics, plots, Optuna section."""
+def report_markdown(table: AblationTable, source: str, plots: list[str], study: str = "", insight: str = "") -> str:
+    """The whole ablation.md: context, the table, footnotes, missing metrics, plots, the cost / difficulty /
+    per-source / robustness sections, Optuna section."""
     fixed = ", ".join(f"{k}={v}" for k, v in table.fixed.items()) or "none"
     lines = [f"# Ablation: {source}", "",
              f"Swept: {', '.join(table.swept) or 'nothing but seeds'}. Fixed overrides: {fixed}.",
@@ -63,16 +66,23 @@ def report_markdown(table: AblationTable, source: str, plots: list[str], study: 
     if not table.metrics:
         lines.append("\nNo eval/<dataset>/accuracy in any result: choose metrics with --metrics.")
     lines += ["", *(f"![{name}]({name})" for name in plots)]
+    if insight:
+        lines += ["", insight]
     if study:
         lines += ["", study]
     return "\n".join(lines) + "\n"
 
 
 def build_report(rows: list[JobRow], out_dir: Path, source: str, metrics: list[str] | None = None,
-                 baseline: dict[str, str] | None = None, study: StudySummary | None = None) -> tuple[str, list[Path]]:
+                 baseline: dict[str, str] | None = None, study: StudySummary | None = None,
+                 price_per_1k_tokens: float | None = None, difficulty: Path | None = None) -> tuple[str, list[Path]]:
     """Aggregate rows and write ablation.md, ablation.csv, ablation_jobs.csv and the PNGs into out_dir.
+    difficulty: a difficulty.json (medgrpo.analysis.difficulty) whose bins split each accuracy.
     Returns the Markdown and the written paths."""
-    table = aggregate(rows, metrics if metrics is not None else default_metrics(rows), baseline)
+    if difficulty is not None:
+        rows = with_difficulty(rows, load_difficulty(difficulty))
+    metrics = metrics if metrics is not None else default_metrics(rows)
+    table = aggregate(rows, metrics, baseline, extra=insight_metrics(rows, metrics))
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = out_dir / "ablation.md"
     shown_before = set(IMAGE.findall(previous.read_text(encoding="utf-8"))) if previous.is_file() else set()
@@ -82,7 +92,10 @@ def build_report(rows: list[JobRow], out_dir: Path, source: str, metrics: list[s
             plot_metric(table, metric, out_dir / metric_filename(metric))
             plots.append(metric_filename(metric))
     study_plots = _plot_study(study, out_dir) if study is not None else []
-    text = report_markdown(table, source, plots, study_markdown(study, study_plots) if study is not None else "")
+    insight, insight_plots = insight_sections(table, out_dir, price_per_1k_tokens)
+    study_plots = insight_plots + study_plots
+    text = report_markdown(table, source, plots, study_markdown(study, study_plots[len(insight_plots):])
+                           if study is not None else "", insight)
     (out_dir / "ablation.md").write_text(text, encoding="utf-8")
     for stale in shown_before - set(plots + study_plots):
         if "/" not in stale:  # only plots this report wrote beside itself
@@ -123,6 +136,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wandb-group", help="read the runs of this W&B group instead of results.json files")
     parser.add_argument("--wandb-project", default="medgrpo")
     parser.add_argument("--wandb-entity")
+    parser.add_argument("--price-per-1k-tokens", type=float, help="price of 1,000 generated tokens: the cost plots "
+                                                                    "get a second x-axis, cost per 1,000 items")
+    parser.add_argument("--difficulty", type=Path, help="a difficulty.json (python -m medgrpo.analysis.difficulty): "
+                                                       "accuracy per difficulty bin, the same bins in every row")
     return parser.parse_args(argv)
 
 
@@ -196,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         selection = _selection(args, out_dir / SELECTION)
         selection["metrics"] = selection["metrics"] or default_metrics(rows)
         baseline = parse_overrides(split_override_dirname(selection["baseline"])) if selection["baseline"] else None
-        text, files = build_report(rows, out_dir, source, selection["metrics"], baseline, study)
+        if args.price_per_1k_tokens is not None and args.price_per_1k_tokens <= 0:
+            raise AblationError(f"--price-per-1k-tokens must be > 0, got {args.price_per_1k_tokens}")
+        text, files = build_report(rows, out_dir, source, selection["metrics"], baseline, study,
+                                   args.price_per_1k_tokens, args.difficulty)
         (out_dir / SELECTION).write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
     except AblationError as error:
         print(f"ablation-table: {error}", file=sys.stderr)

@@ -177,6 +177,7 @@ class AblationTable:
     swept: list[str]
     fixed: dict[str, str]
     baseline: Setting | None
+    extra: list[str] = field(default_factory=list)  # summarised like metrics, no Δ (cost, strata, per source)
 
     @property
     def absent_metrics(self) -> list[str]:
@@ -197,13 +198,16 @@ def _pick_baseline(settings: list[Setting], swept: list[str], wanted: dict[str, 
     return matches[0]
 
 
-def aggregate(rows: list[JobRow], metrics: list[str], baseline: dict[str, str] | None = None) -> AblationTable:
-    """Group jobs by their swept overrides (sweep order kept) and summarise each metric over seeds."""
+def aggregate(rows: list[JobRow], metrics: list[str], baseline: dict[str, str] | None = None,
+              extra: list[str] | None = None) -> AblationTable:
+    """Group jobs by their swept overrides (sweep order kept) and summarise each metric over seeds (extra: more
+    metrics summarised the same way, without a Δ: the report's cost, difficulty and per-source sections)."""
     swept = swept_keys(rows)
     groups: dict[tuple, list[JobRow]] = {}
     for row in rows:
         groups.setdefault(tuple(row.overrides.get(k) for k in swept), []).append(row)
-    shown = list(dict.fromkeys(metrics + [m for m in map(majority_key, metrics) if m]))
+    extra = [m for m in extra or [] if m not in metrics]
+    shown = list(dict.fromkeys(metrics + [m for m in map(majority_key, metrics) if m] + extra))
     settings = []
     for values, jobs in groups.items():
         setting = Setting(dict(zip(swept, values)), jobs)
@@ -224,7 +228,7 @@ def aggregate(rows: list[JobRow], metrics: list[str], baseline: dict[str, str] |
             setting.deltas = {m: setting.stats[m].mean - chosen.stats[m].mean
                               for m in metrics if m in setting.stats and m in chosen.stats}
         _paired_deltas(settings, chosen, metrics)
-    return AblationTable(settings, metrics, swept, fixed_overrides(rows), chosen)
+    return AblationTable(settings, metrics, swept, fixed_overrides(rows), chosen, extra)
 
 
 def _job_scores(job: JobRow, metric: str) -> dict[str, float] | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from medgrpo.evaluation.budget import BudgetForcer
 from medgrpo.evaluation.engine import Engine, Sampling
 from medgrpo.evaluation.metrics import dataset_metrics, generation_metrics
+from medgrpo.evaluation.robustness import map_back, permuted_items, robustness_metrics, shuffle_count
 from medgrpo.grade import grade
 from medgrpo.results import write_jsonl_atomic
 
@@ -50,11 +51,20 @@ def evaluate_dataset(dataset, tokenizer, forcer: BudgetForcer, sampling: Samplin
     return rows
 
 
+def evaluate_shuffled(dataset, tokenizer, forcer: BudgetForcer, sampling: Sampling, k: int) -> list[dict]:
+    """Prediction rows of every choice item under k permutations of its options, letters mapped back to the
+    original options (medgrpo.evaluation.robustness)."""
+    items = permuted_items(dataset, k)
+    rows = evaluate_dataset(items, tokenizer, forcer, sampling, num_samples=1)
+    return [{**map_back(row, item), "sample": index % k} for index, (row, item) in enumerate(zip(rows, items))]
+
+
 def evaluate(eval_sets: dict, tokenizer, engine: Engine, eval_cfg, budget, think_close: str,
              prefix: str, predictions_dir: Path | None, open_metrics: Callable[[list[dict]], dict] | None = None
              ) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """Metrics named `<prefix>/<dataset>/<metric>` and the prediction rows per dataset. Open-answer sets have no
     accuracy: their metrics are generation_metrics plus open_metrics(rows) (the safety metrics)."""
+    shuffles = shuffle_count(eval_cfg)
     forcer = BudgetForcer(engine, tokenizer, budget, think_close)
     sampling = Sampling(temperature=eval_cfg.temperature, top_p=eval_cfg.top_p)
     metrics: dict[str, float] = {}
@@ -67,6 +77,14 @@ def evaluate(eval_sets: dict, tokenizer, engine: Engine, eval_cfg, budget, think
         graded = len(dataset) == 0 or dataset[0]["answer_type"] != "open"
         values = dataset_metrics(rows, eval_cfg.num_samples) if graded else {
             **generation_metrics(rows), **(open_metrics(rows) if open_metrics else {})}
+        if shuffles and len(dataset) and dataset[0]["answer_type"] == "choice":
+            log.info("%s: option-order robustness, %d permutations per item", name, shuffles)
+            shuffled = evaluate_shuffled(dataset, tokenizer, forcer, sampling, shuffles)
+            values.update(robustness_metrics(shuffled))
+            log.info("%s: accuracy over %d option orders %.3f, same answer under all %.3f", name, shuffles,
+                     values["shuffle_accuracy"], values["shuffle_consistency"])
+            if predictions_dir is not None:
+                write_jsonl_atomic(predictions_dir / f"{name}.shuffled.jsonl", shuffled)
         for key, value in values.items():
             metrics[f"{prefix}/{name}/{key}"] = value
         if predictions_dir is not None:

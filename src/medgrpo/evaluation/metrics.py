@@ -86,11 +86,36 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def mean_interval(item_values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Normal 95% interval of a mean over items (item values: each item's mean over its samples, so the samples
+    of one item are not counted as independent); a single item gives no spread: (mean, mean)."""
+    if not item_values:
+        return 0.0, 0.0
+    centre = mean(item_values)
+    if len(item_values) < 2:
+        return centre, centre
+    spread = math.sqrt(sum((v - centre) ** 2 for v in item_values) / (len(item_values) - 1))
+    half = z * spread / math.sqrt(len(item_values))
+    return centre - half, centre + half
+
+
+def item_means(rows: list[dict], key: str) -> list[float]:
+    """Per item (rows grouped by id), the mean of `key` over its samples."""
+    by_item: dict[str, list[float]] = {}
+    for row in rows:
+        by_item.setdefault(row["id"], []).append(float(row[key]))
+    return [mean(values) for values in by_item.values()]
+
+
 def generation_metrics(rows: list[dict]) -> dict[str, float]:
-    """What every eval set reports, graded or not (open answers have no accuracy): format, lengths, truncation."""
+    """What every eval set reports, graded or not (open answers have no accuracy): format, lengths (generated
+    tokens, thinking + answer, with a 95% CI over items: the cost axis of the ablation's cost plot), truncation."""
+    tokens_low, tokens_high = mean_interval(item_means(rows, "completion_tokens"))
     return {
         "format_rate": mean(r["has_answer_block"] for r in rows),
         "mean_completion_tokens": mean(r["completion_tokens"] for r in rows),
+        "mean_completion_tokens_ci_low": tokens_low,
+        "mean_completion_tokens_ci_high": tokens_high,
         "mean_thinking_tokens": mean(r["thinking_tokens"] for r in rows),
         "truncation_rate": mean(r["truncated"] for r in rows),
         "mean_waits": mean(r["waits"] for r in rows),
@@ -122,6 +147,7 @@ def dataset_metrics(rows: list[dict], num_samples: int, answer_type: str | None 
         # NaN (null in results.json): "always the commonest answer" means nothing for numbers
         "majority_baseline": math.nan if numeric else majority_baseline(golds),
         **generation_metrics(rows),
+        **source_metrics(rows),
     }
     if num_samples > 1:
         hits = 0
@@ -130,4 +156,36 @@ def dataset_metrics(rows: list[dict], num_samples: int, answer_type: str | None 
             hits += any(r["correct"] for r in group if r["extracted"] == vote) if vote is not None else 0
         metrics[f"maj@{num_samples}"] = hits / n_items if n_items else 0.0
         metrics[f"pass@{num_samples}"] = mean(any(r["correct"] for r in group) for group in by_item.values())
+    return metrics
+
+
+def item_group(row: dict) -> str | None:
+    """The sub-source of an item: its meta specialty (e.g. an MMLU subject), else the config part of an id
+    '<source>:<part>:<row>' (hub sources with several configs), else None."""
+    specialty = (row.get("meta") or {}).get("specialty")
+    if specialty:
+        return specialty
+    parts = str(row["id"]).split(":")
+    return parts[1] if len(parts) >= 3 else None
+
+
+def source_metrics(rows: list[dict]) -> dict[str, float]:
+    """Accuracy per sub-source (`by_source/<group>/accuracy`, its CI and n_items), only for a set whose items
+    come from several groups (MMLU-medical's six subjects); {} otherwise."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        group = item_group(row)
+        if group is not None:
+            groups.setdefault(group, []).append(row)
+    if len(groups) < 2:
+        return {}
+    metrics = {}
+    for group, members in sorted(groups.items()):
+        by_item: dict[str, list[bool]] = {}
+        for row in members:
+            by_item.setdefault(row["id"], []).append(row["correct"])
+        low, high, _, _ = clustered_interval(list(by_item.values()))
+        metrics.update({f"by_source/{group}/accuracy": mean(r["correct"] for r in members),
+                        f"by_source/{group}/accuracy_ci_low": low, f"by_source/{group}/accuracy_ci_high": high,
+                        f"by_source/{group}/n_items": float(len(by_item))})
     return metrics

@@ -52,11 +52,22 @@ class EvalRunner:
                       for row in rows[: self.eval_cfg.num_table_rows]]
             # One table per evaluation and step: later evaluations never overwrite earlier ones.
             self.tracker.log_table(f"completions/{prefix}/{name}/step_{step}", sample)
+            by_source = source_table(metrics, f"{prefix}/{name}/by_source/")
+            if by_source:
+                self.tracker.log_table(f"by_source/{prefix}/{name}/step_{step}", by_source)
         return metrics
 
     def callbacks(self) -> list[TrainerCallback]:
         every = self.eval_cfg.during_training_steps
         return [DuringTrainingEval(self, every, self.eval_cfg.during_training_limit)] if every > 0 else []
+
+
+def source_table(metrics: dict, start: str) -> list[dict]:
+    """The per-source accuracies under `start` (`<prefix>/<dataset>/by_source/`) as rows of a W&B table."""
+    names = sorted({key[len(start):].rsplit("/", 1)[0] for key in metrics if key.startswith(start)})
+    return [{"source": name, **{field: metrics[f"{start}{name}/{field}"]
+                                for field in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "n_items")}}
+            for name in names]
 
 
 class DuringTrainingEval(TrainerCallback):
