@@ -57,7 +57,8 @@ gpu-check:
 DEMO_SWEEP := multirun/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_METRICS := eval_base/pubmedqa/format_rate,eval_sft/pubmedqa/format_rate,eval/pubmedqa/format_rate,$\
 	eval_base/pubmedqa/accuracy_strict,eval_sft/pubmedqa/accuracy_strict,eval/pubmedqa/accuracy_strict,$\
-	eval/pubmedqa/majority_baseline,eval/gsm8k/format_rate,train/reward_first_window,train/reward_last_window
+	eval/pubmedqa/majority_baseline,eval/gsm8k/format_rate,train/reward_first_window,train/reward_last_window,$\
+	health/alarms
 demo: install
 	$(PY) src/run.py -m preset=tiny model=tiny_learner lora=full task_name=demo stage=grpo,sft_grpo \
 		stage.sft.seed=0 eval.before_training=true eval.max_new_tokens=96 eval.limit=16 'data.eval=[pubmedqa,gsm8k]' \

@@ -121,12 +121,15 @@ def load_job(job_dir: Path) -> JobRow:
     error = result.get("error")
     if status == "killed" and not error:
         error = f"killed: results.json says running, but process {result.get('pid')} is gone"
+    metrics = numeric_metrics(result.get("metrics") or {})
+    if result.get("training_health"):  # the alarm count, a column with --metrics ...,health/alarms (medgrpo/health.py)
+        metrics["health/alarms"] = float(len(result["training_health"]["alarms"]))
     return JobRow(
         name=job_dir.name,
         status=status,
         overrides=overrides,
         seed=_as_seed(result.get("seed", overrides.get("seed"))),
-        metrics=numeric_metrics(result.get("metrics") or {}),
+        metrics=metrics,
         error=error,
         path=job_dir,
     )
