@@ -297,6 +297,9 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
                 cfg.stage.sft, cfg.data, policy, prompt_format, lora, Path(cfg.paths.cache_dir) / "sft", output_dir,
                 tracker.report_to)
             output.metrics.update(sft_metrics)
+        if stages == ["sft"] and main:  # the job's weights where export, predict and chat look for them
+            policy.model.save_pretrained(output_dir / "adapter")
+            policy.tokenizer.save_pretrained(output_dir / "adapter")
         if "grpo" in stages and cfg.eval.after_training and main:  # between the stages; `eval/` is the final one
             with _timed(timings, "eval_sft_s"):
                 output.metrics.update(evaluator.run(prefix="eval_sft", step=0, predictions_subdir="predictions_sft"))
