@@ -187,3 +187,14 @@ def test_a_bad_price_or_difficulty_file_is_one_line(budget_sweep, tmp_path, caps
     (tmp_path / "bad.json").write_text("{}")
     assert main(["--sweep", str(budget_sweep), "--difficulty", str(tmp_path / "bad.json")]) == 2
     assert "expected a difficulty.json" in capsys.readouterr().err
+
+
+def test_the_per_source_wandb_table_reads_the_metrics():
+    from medgrpo.evaluation.runner import source_table
+
+    metrics = {f"eval/mmlu/{k}": v for k, v in source_metrics([
+        {"id": "m:0", "correct": True, "meta": {"specialty": "anatomy"}},
+        {"id": "m:1", "correct": False, "meta": {"specialty": "virology"}}]).items()}
+    table = source_table(metrics, "eval/mmlu/by_source/")
+    assert [(row["source"], row["accuracy"], row["n_items"]) for row in table] == [("anatomy", 1.0, 1.0),
+                                                                                   ("virology", 0.0, 1.0)]

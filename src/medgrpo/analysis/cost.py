@@ -65,7 +65,7 @@ def plot_cost(table: AblationTable, metric: str, path, price_per_1k_tokens: floa
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.2))
     front = pareto_front([(p.tokens.mean, p.accuracy.mean) for p in points])
-    for index, point in enumerate(points):
+    for point in points:
         color = "tab:orange" if point.setting is table.baseline else "tab:blue"
         ax.errorbar(point.tokens.mean, point.accuracy.mean, xerr=_errors(point.tokens), yerr=_errors(point.accuracy),
                     fmt="o", color=color, capsize=3, elinewidth=1.2)

@@ -2,7 +2,7 @@
 
     python -m medgrpo.analysis.difficulty --out difficulty/ --samples 8 preset=tiny    # any model: overrides
     python -m medgrpo.analysis.difficulty --out difficulty/ --run multirun/x/0_lora.rank=32   # a job's base model
-    make ablation-table ARGS="--difficulty difficulty/difficulty.json"                 # accuracy per bin
+    python analysis/ablation_table.py --sweep DIR --difficulty difficulty/difficulty.json  # accuracy per bin
 
 The first command runs the real entrypoint (src/run.py) as an evaluation-only job (train.enabled=false: the
 model before any training) with eval.num_samples=k sampled completions per item (eval.temperature, default 1.0),
@@ -91,7 +91,8 @@ def job_bin_metrics(job_dir: Path, difficulty: dict[str, dict[str, float]]) -> d
     for name, rates in difficulty.items():
         path = Path(job_dir) / "predictions" / f"{name}.jsonl"
         if path.is_file():
-            metrics.update({f"eval/{name}/{key}": value for key, value in bin_metrics(_read_jsonl(path), rates).items()})
+            values = bin_metrics(_read_jsonl(path), rates)
+            metrics.update({f"eval/{name}/{key}": value for key, value in values.items()})
     return metrics
 
 

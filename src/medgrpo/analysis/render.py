@@ -111,7 +111,8 @@ PAIRED_COLUMNS = ("delta_ci_low", "delta_ci_high", "p_value", "delta_n_items")
 
 def write_csv(table: AblationTable, path: Path) -> None:
     """One line per setting: swept values, job counts, errors, and per metric (the table's extra ones too: cost,
-    per source, difficulty bins, option-order robustness) mean, ci_low, ci_high, ci_source, n, delta; for accuracies also delta_ci_low, delta_ci_high, p_value and delta_n_items (paired bootstrap)."""
+    per source, difficulty bins, option-order robustness) mean, ci_low, ci_high, ci_source, n, delta; for
+    accuracies also delta_ci_low, delta_ci_high, p_value and delta_n_items (paired bootstrap)."""
     accuracies = [m for m in table.metrics if m.rsplit("/", 1)[-1] in PREDICTION_FIELDS]
     metric_columns = []
     for metric in table.metrics + table.extra:
