@@ -81,7 +81,7 @@ def plot_cost(table: AblationTable, metric: str, path, price_per_1k_tokens: floa
     ax.set_ylabel(f"{metric}, 95% CI")
     ax.set_title(f"{metric.split('/')[1]}: accuracy against cost")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
