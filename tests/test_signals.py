@@ -8,12 +8,46 @@ import signal
 
 import pytest
 
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
 from _run import read_results, run_entrypoint, start_entrypoint, training_started, wait_for
 from medgrpo.analysis.jobs import load_job
-from medgrpo.resume import torn_reason
+from medgrpo.resume import StopAtStepEnd, torn_reason
+from medgrpo.signals import JobInterrupted, defer_signals, raise_if_stopped, stop_signals
 
 LONG_JOB = ("preset=tiny", "grpo.max_steps=500", "eval.after_training=false", "objective=train/reward")
 QUIET = {"WANDB_MODE": "disabled"}
+
+
+def test_outside_training_a_signal_interrupts_at_once():
+    with pytest.raises(JobInterrupted, match="interrupted by SIGTERM$") as stopped:
+        with stop_signals():
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the next statement
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.step is None
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the previous handler is back
+
+
+def test_inside_training_a_signal_stops_at_the_step_end_with_a_checkpoint(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    state, control, callback = TrainerState(), TrainerControl(), StopAtStepEnd()
+    with pytest.raises(JobInterrupted, match="interrupted by SIGINT at step 3, checkpoint .*checkpoint-3 saved"):
+        with stop_signals():
+            callback.on_init_end(args, state, control)  # the trainer exists: signals wait for the step end
+            os.kill(os.getpid(), signal.SIGINT)
+            state.global_step = 3
+            callback.on_step_end(args, state, control)
+            assert control.should_save and control.should_training_stop
+            callback.on_save(args, state, control)
+            callback.on_train_end(args, state, control)
+            raise_if_stopped()
+
+
+def test_a_signal_while_results_are_written_exits_after_them():
+    with pytest.raises(SystemExit) as exited:
+        with stop_signals():
+            defer_signals()
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded only: the job finishes writing, then exits
+    assert exited.value.code == 128 + signal.SIGTERM
 
 
 def _running_as(job_dir, pid: int) -> bool:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -31,10 +32,12 @@ from medgrpo import config as config_checks
 from medgrpo.config import check_objective, objective_keys, unproduced_objectives
 from medgrpo.errors import ConfigError, MedgrpoError
 from medgrpo.jobfolder import JobFolderBusy, finished_result, hold_job_folder, mark_skipped
-from medgrpo.resume import ResumePlan, checkpoint_identity, plan_resume
 from medgrpo.evaluation.metrics import ACCURACY_CI_METHOD
 from medgrpo.results import redact_secrets, write_json_atomic
 from medgrpo.signals import JobInterrupted, defer_signals, stop_signals
+
+if TYPE_CHECKING:
+    from medgrpo.resume import ResumePlan
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,7 @@ def _objective_values(cfg: DictConfig, metrics: dict, strict: bool = True) -> fl
 def _plan_resume(cfg: DictConfig, output_dir: Path) -> ResumePlan:
     """Where training continues from (train.resume), checked against this job's model and LoRA."""
     from medgrpo.backends import LoraSpec
+    from medgrpo.resume import ResumePlan, checkpoint_identity, plan_resume
 
     identity = checkpoint_identity(cfg.model, LoraSpec.from_config(cfg.lora))
     if not cfg.train.enabled:

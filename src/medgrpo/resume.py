@@ -18,6 +18,8 @@ A torn checkpoint (the job died while writing it) lacks files transformers write
 has an unreadable trainer_state.json, or transformers' JIT "incomplete" marker: it is removed and the next older
 one is used. Each checkpoint carries medgrpo_checkpoint.json, the config it was trained with (CHECKED_KEYS); a
 checkpoint of another model, LoRA rank or PEFT method is refused naming the key.
+StopAtStepEnd is the trainer's side of medgrpo.signals: after SIGINT/SIGTERM it saves a checkpoint at the end of
+the step and stops.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from medgrpo import signals
 from medgrpo.errors import ConfigError
 from medgrpo.results import write_json_atomic
 
@@ -220,3 +223,36 @@ def _check_restored_weights(model, checkpoint: Path) -> None:
         raise RuntimeError(f"resuming from {checkpoint}: the model's adapter does not hold the checkpoint's weights "
                            f"({len(differing)} tensors differ, e.g. {differing[0]})")
     log.info("resumed from %s: adapter weights, optimizer, scheduler and RNG states restored", checkpoint)
+
+
+class StopAtStepEnd(TrainerCallback):
+    """Tells the trainer to save a checkpoint and stop at the end of the step during which a signal arrived."""
+
+    def on_init_end(self, args, state, control, **kwargs):
+        stop = signals.active()
+        if stop is not None:  # from here on the trainer can stop at a step end with a checkpoint
+            stop.training = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        stop = signals.active()
+        if stop is not None:
+            stop.last_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = signals.active()
+        if stop is None:
+            return
+        stop.last_step = state.global_step
+        if stop.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        stop = signals.active()
+        if stop is not None and stop.signum is not None:
+            stop.checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
+
+    def on_train_end(self, args, state, control, **kwargs):
+        stop = signals.active()
+        if stop is not None:
+            stop.training = False

@@ -2,7 +2,7 @@
 
     with stop_signals():                  # run_job: around the whole job
         ...                               # a signal outside training raises JobInterrupted at once
-        callbacks=[StopAtStepEnd()]       # inside training the trainer saves a checkpoint and stops instead
+        callbacks=[StopAtStepEnd()]       # (medgrpo.resume) inside training: save a checkpoint and stop instead
         raise_if_stopped()                # after trainer.train(): JobInterrupted if a signal stopped it
         defer_signals()                   # while writing results.json: record a signal, exit after
 
@@ -18,8 +18,6 @@ import logging
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -92,29 +90,6 @@ def raise_if_stopped() -> None:
         raise _state.interrupted()
 
 
-class StopAtStepEnd(TrainerCallback):
-    """Tells the trainer to save a checkpoint and stop at the end of the step during which a signal arrived."""
-
-    def on_init_end(self, args, state, control, **kwargs):
-        if _state is not None:  # from here on the trainer can stop at a step end with a checkpoint
-            _state.training = True
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if _state is not None:
-            _state.last_step = state.global_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if _state is None:
-            return
-        _state.last_step = state.global_step
-        if _state.signum is not None:
-            control.should_save = True
-            control.should_training_stop = True
-
-    def on_save(self, args, state, control, **kwargs):
-        if _state is not None and _state.signum is not None:
-            _state.checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if _state is not None:
-            _state.training = False
+def active() -> StopState | None:
+    """The running job's stop state (None outside stop_signals)."""
+    return _state

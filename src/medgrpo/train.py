@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from medgrpo.backends import Policy
 from medgrpo.results import write_jsonl_atomic
-from medgrpo.resume import ResumeCallback, ResumePlan, prepare_trainer
-from medgrpo.signals import StopAtStepEnd, raise_if_stopped
+from medgrpo.resume import ResumeCallback, ResumePlan, StopAtStepEnd, prepare_trainer
+from medgrpo.signals import raise_if_stopped
 from medgrpo.tracking import guard_trainer_reporting
 from medgrpo.errors import ConfigError
 
