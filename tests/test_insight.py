@@ -198,3 +198,12 @@ def test_the_per_source_wandb_table_reads_the_metrics():
     table = source_table(metrics, "eval/mmlu/by_source/")
     assert [(row["source"], row["accuracy"], row["n_items"]) for row in table] == [("anatomy", 1.0, 1.0),
                                                                                    ("virology", 0.0, 1.0)]
+
+
+def test_an_item_without_an_options_block_is_not_shuffled(caplog):
+    from medgrpo.evaluation.robustness import permuted_items
+
+    inline = {**ITEM, "id": "inline", "prompt": [{"role": "user", "content": "Q? A) Appendix B) Gallbladder"}]}
+    items = permuted_items([ITEM, inline], 3)
+    assert [item["id"] for item in items] == ["mmlu:0"] * 3
+    assert "1 item(s) do not show their options" in caplog.text

@@ -6,6 +6,7 @@ and after training, so every delta comes from one harness.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def evaluate_shuffled(dataset, tokenizer, forcer: BudgetForcer, sampling: Sampli
     """Prediction rows of every choice item under k permutations of its options, letters mapped back to the
     original options (medgrpo.evaluation.robustness)."""
     items = permuted_items(dataset, k)
+    if not items:
+        return []
     rows = evaluate_dataset(items, tokenizer, forcer, sampling, num_samples=1)
     return [{**map_back(row, item), "sample": index % k} for index, (row, item) in enumerate(zip(rows, items))]
 
@@ -80,10 +83,10 @@ def evaluate(eval_sets: dict, tokenizer, engine: Engine, eval_cfg, budget, think
         if shuffles and len(dataset) and dataset[0]["answer_type"] == "choice":
             log.info("%s: option-order robustness, %d permutations per item", name, shuffles)
             shuffled = evaluate_shuffled(dataset, tokenizer, forcer, sampling, shuffles)
-            values.update(robustness_metrics(shuffled))
+            values.update(robustness_metrics(shuffled) if shuffled else {})
             log.info("%s: accuracy over %d option orders %.3f, same answer under all %.3f", name, shuffles,
-                     values["shuffle_accuracy"], values["shuffle_consistency"])
-            if predictions_dir is not None:
+                     values.get("shuffle_accuracy", math.nan), values.get("shuffle_consistency", math.nan))
+            if predictions_dir is not None and shuffled:
                 write_jsonl_atomic(predictions_dir / f"{name}.shuffled.jsonl", shuffled)
         for key, value in values.items():
             metrics[f"{prefix}/{name}/{key}"] = value

@@ -11,12 +11,15 @@ A permutation is seeded by the item id and its index, so every run and every set
 """
 from __future__ import annotations
 
+import logging
 import random
 
 from medgrpo.data.options import LETTERS
 from medgrpo.data.render import format_options
 from medgrpo.errors import ConfigError
 from medgrpo.evaluation.metrics import clustered_interval, mean
+
+log = logging.getLogger(__name__)
 
 
 def shuffle_count(eval_cfg) -> int:
@@ -49,9 +52,19 @@ def permute_item(item: dict, order: list[int]) -> dict:
 
 
 def permuted_items(dataset, k: int) -> list[dict]:
-    """k permuted copies of every choice item, item-major (item 0 perm 0..k-1, item 1 ...)."""
-    return [permute_item(item, permutation(item["id"], len(item["choices"]), j))
-            for item in dataset for j in range(k)]
+    """k permuted copies of every choice item, item-major (item 0 perm 0..k-1, item 1 ...). An item whose prompt
+    does not show its options as one block (a template without {options}) is left out, with a warning: the
+    robustness metrics are optional and must not fail the evaluation."""
+    items, skipped = [], 0
+    for item in dataset:
+        try:
+            items += [permute_item(item, permutation(item["id"], len(item["choices"]), j)) for j in range(k)]
+        except ValueError:
+            skipped += 1
+    if skipped:
+        log.warning("eval.shuffle_options: %d item(s) do not show their options as a block in the prompt and are "
+                    "not shuffled (the source template needs {options})", skipped)
+    return items
 
 
 def map_back(row: dict, item: dict) -> dict:
