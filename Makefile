@@ -7,6 +7,7 @@
 #   make ablation-table  STUDY=<name> STORAGE=<database URL or journal file>  (an Optuna study, wherever it ran)
 #   make gpu-check       (GPU, in the env of make install-gpu) the GPU path end to end in <= 8 minutes
 #   make export RUN=<job dir>  LoRA adapter + merged 16-bit model (+ GGUF with FORMATS=lora,merged,gguf)
+#   make chat RUN=<job dir> [RUN2=<job dir>|base] [PORT=7860]   the Gradio page on 127.0.0.1 (RUN2: side by side)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu gpu-check demo export test test-fast bench ablation-table lint clean
+.PHONY: install install-gpu gpu-check demo export chat test test-fast bench ablation-table lint clean
 
 install: $(STAMP)
 
@@ -84,6 +85,10 @@ ablation-table: install
 # LoRA adapter + merged model of a trained job (FORMATS=lora,merged,gguf for GGUF via llama.cpp).
 export: install
 	$(PY) -m medgrpo.export $(RUN) --formats $(or $(FORMATS),lora,merged)
+
+# Try a job's model in the browser (medgrpo/chat.py); RUN2=<job dir> (or base: RUN's base model) adds side by side.
+chat: install
+	$(PY) -m medgrpo.chat run=$(RUN) $(if $(RUN2),run2=$(RUN2),) port=$(or $(PORT),7860)
 
 lint: install
 	$(VENV)/bin/ruff check src tests analysis benchmarks
