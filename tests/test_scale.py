@@ -32,12 +32,15 @@ def running_job(sweep, number):
 def test_a_killed_sweeper_leaves_a_failed_trial_that_the_resumed_study_retries(tmp_path, model_cache):
     sweep = tmp_path / "study"
     sweeper = start_sweeper(sweep, model_cache.parent, "hydra.sweeper.n_trials=3", *HEARTBEAT)
-    deadline = time.time() + 300
-    while running_job(sweep, 1) is None:  # trial 0 done, trial 1 training: kill the sweeper and its job
-        assert sweeper.poll() is None and time.time() < deadline, sweeper.communicate()[0][-4000:]
-        time.sleep(0.2)
-    os.kill(sweeper.pid, signal.SIGKILL)
-    sweeper.communicate()
+    try:
+        deadline = time.time() + 600
+        while running_job(sweep, 1) is None:  # trial 0 done, trial 1 training: kill the sweeper and its job
+            assert sweeper.poll() is None and time.time() < deadline, "trial 1 never started"
+            time.sleep(0.2)
+    finally:
+        os.kill(sweeper.pid, signal.SIGKILL)
+        output, _ = sweeper.communicate()
+    assert sweeper.returncode == -signal.SIGKILL, output[-4000:]
     time.sleep(3)  # the killed trial's last heartbeat is now older than the grace period
 
     resumed = start_sweeper(sweep, model_cache.parent, "hydra.sweeper.n_trials=2", *HEARTBEAT)
