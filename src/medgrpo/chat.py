@@ -76,7 +76,7 @@ def build_app(first: Predictor, second: Predictor | None = None) -> gr.Blocks:
             temperature = gr.Slider(0.0, 1.5, value=first.sampling.temperature, step=0.05, label="Temperature")
         controls = [max_thinking, waits, temperature]
         with gr.Tab("Chat"):
-            chatbot = gr.Chatbot(label=first.name, height=420)
+            chatbot = gr.Chatbot(label=first.name, height=420, elem_id="chatbot")
             question = gr.Textbox(label="Question", placeholder="Ask a medical question", elem_id="question")
             ask = gr.Button("Ask", variant="primary", elem_id="ask")
 
