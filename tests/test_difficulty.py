@@ -38,7 +38,8 @@ def test_bin_metrics_by_hand():
 
 def test_a_jobs_overrides_are_reused_and_the_evaluation_settings_win(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(
-        {"overrides": ["preset=tiny", "lora.rank=8", "eval.num_samples=1", "eval.limit=5"]}))
+        {"overrides": ["preset=tiny", "lora.rank=8", "eval.num_samples=1", "eval.limit=5",
+                       "eval.adapter_path=multirun/x/0/adapter"]}))  # a trained adapter: not the base model
     merged = base_overrides(tmp_path, 4, 0.7, ["eval.limit=3"])
     assert merged == ["preset=tiny", "lora.rank=8", "eval.num_samples=4", "eval.limit=3", "train.enabled=false",
                       "eval.after_training=true", "eval.before_training=false", "eval.during_training_steps=0",

@@ -103,7 +103,8 @@ def base_overrides(run_dir: Path | None, samples: int, temperature: float, overr
     if run_dir is not None:
         results = Path(run_dir) / "results.json"
         try:
-            inherited = [str(o) for o in json.loads(results.read_text(encoding="utf-8")).get("overrides") or []]
+            inherited = [str(o) for o in json.loads(results.read_text(encoding="utf-8")).get("overrides") or []
+                         if "eval.adapter_path" not in parse_overrides([str(o)])]  # the model before training
         except (OSError, ValueError) as error:
             raise DataError(f"--run {run_dir}: no readable results.json ({error})") from error
     forced = ["train.enabled=false", "eval.after_training=true", "eval.before_training=false",
