@@ -207,3 +207,12 @@ def test_an_item_without_an_options_block_is_not_shuffled(caplog):
     items = permuted_items([ITEM, inline], 3)
     assert [item["id"] for item in items] == ["mmlu:0"] * 3
     assert "1 item(s) do not show their options" in caplog.text
+
+
+def test_the_new_metrics_are_rates_clipped_to_0_1():
+    from medgrpo.analysis.table import is_rate
+
+    for metric in ("eval/m/shuffle_accuracy", "eval/m/shuffle_consistency", "eval/m/by_source/anatomy/accuracy",
+                   "eval/m/difficulty/hard/accuracy"):
+        assert is_rate(metric), metric
+    assert not is_rate("eval/m/mean_completion_tokens")

@@ -62,10 +62,11 @@ class Stat:
 
 
 def is_rate(metric: str) -> bool:
-    """Metrics bounded by [0, 1]: accuracies, maj@k / pass@k, format and truncation rates, the majority baseline."""
+    """Metrics bounded by [0, 1]: accuracies (per source and difficulty bin too, under shuffled options),
+    maj@k / pass@k, format and truncation rates, option-order consistency, the majority baseline."""
     name = metric.rsplit("/", 1)[-1]
-    return name in PREDICTION_FIELDS or name == "majority_baseline" or name.endswith(("_rate", "_coverage")) \
-        or name.startswith(("maj@", "pass@"))
+    return name in PREDICTION_FIELDS or name in ("majority_baseline", "shuffle_accuracy") \
+        or name.endswith(("_rate", "_coverage", "_consistency")) or name.startswith(("maj@", "pass@"))
 
 
 def summarize(values: list[float], eval_ci: tuple[float, float] | None = None, bounded: bool = False,
