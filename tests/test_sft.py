@@ -101,11 +101,11 @@ def test_full_fine_tuning_of_4bit_weights_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "dora", "prefix", "ptuning", "full"])
-def test_every_peft_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, method):
+@pytest.mark.parametrize("option", ["tiny", "dora", "prefix", "ptuning", "full"])  # lora=tiny: LoRA on the tiny model
+def test_every_peft_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, option):
     """Two SFT steps, saved; the weights reloaded into a fresh model (as the SFT cache and evaluation do) give the
     same logits as the trained model, and differ from the untrained one."""
-    cfg = config(f"lora={method}", "lora.load_in_4bit=false", "stage.sft.trainer.max_steps=2",
+    cfg = config(f"lora={option}", "lora.load_in_4bit=false", "stage.sft.trainer.max_steps=2",
                  "stage.sft.trainer.per_device_train_batch_size=2", "stage.sft.trainer.learning_rate=1e-2",
                  tmp_path=tmp_path)
     with open_dict(cfg):
@@ -122,7 +122,7 @@ def test_every_peft_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, me
     before = logits(policy.model)
     metrics = train_sft(cfg.stage.sft, policy, rows.select(range(8)), tmp_path / "weights", tmp_path, report_to=[])
     assert metrics["train_sft/steps"] == 2
-    saved = "adapter_config.json" if method != "full" else "config.json"
+    saved = "adapter_config.json" if option != "full" else "config.json"
     assert (tmp_path / "weights" / saved).is_file()
     reloaded = load_policy("hf", cfg.model, spec)
     load_sft_weights(reloaded, tmp_path / "weights")
