@@ -109,7 +109,9 @@ def test_grid_sweep_table_numbers_failures_and_files(grid_sweep, capsys):
     assert "0.550 [0.450, 0.650]†" in stdout and "1 missing (no result" in stdout
     assert "pubmedqa majority" in stdout and "0.552" in stdout
     written = sorted(p.name for p in (grid_sweep / "ablation").iterdir())
-    assert written == ["ablation.csv", "ablation.md", "ablation_jobs.csv", "eval_gsm8k_accuracy.png",
+    assert written == ["ablation.csv", "ablation.md", "ablation_jobs.csv",
+                       "cost_eval_pubmedqa_accuracy.png",  # gsm8k's jobs report no tokens: no cost plot
+                       "eval_gsm8k_accuracy.png",
                        "eval_pubmedqa_accuracy.png", "eval_pubmedqa_format_rate.png",
                        "eval_pubmedqa_mean_completion_tokens.png", "selection.json"]
     for path in (grid_sweep / "ablation").iterdir():
