@@ -190,7 +190,7 @@ def test_a_bad_price_or_difficulty_file_is_one_line(budget_sweep, tmp_path, caps
 
 
 def test_the_per_source_wandb_table_reads_the_metrics():
-    from medgrpo.evaluation.runner import source_table
+    from medgrpo.evaluation.metrics import source_table
 
     metrics = {f"eval/mmlu/{k}": v for k, v in source_metrics([
         {"id": "m:0", "correct": True, "meta": {"specialty": "anatomy"}},

@@ -189,3 +189,11 @@ def source_metrics(rows: list[dict]) -> dict[str, float]:
                         f"by_source/{group}/accuracy_ci_low": low, f"by_source/{group}/accuracy_ci_high": high,
                         f"by_source/{group}/n_items": float(len(by_item))})
     return metrics
+
+
+def source_table(metrics: dict, start: str) -> list[dict]:
+    """The per-source accuracies under `start` (`<prefix>/<dataset>/by_source/`) as rows of a W&B table."""
+    names = sorted({key[len(start):].rsplit("/", 1)[0] for key in metrics if key.startswith(start)})
+    return [{"source": name, **{field: metrics[f"{start}{name}/{field}"]
+                                for field in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "n_items")}}
+            for name in names]

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from medgrpo.evaluation.budget import Budget
 from medgrpo.evaluation.engine import HFEngine, VLLMEngine
 from medgrpo.evaluation.evaluate import evaluate
+from medgrpo.evaluation.metrics import source_table
 from medgrpo.evaluation.safety import SafetyRules, safety_metrics
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,6 @@ class EvalRunner:
     def callbacks(self) -> list[TrainerCallback]:
         every = self.eval_cfg.during_training_steps
         return [DuringTrainingEval(self, every, self.eval_cfg.during_training_limit)] if every > 0 else []
-
-
-def source_table(metrics: dict, start: str) -> list[dict]:
-    """The per-source accuracies under `start` (`<prefix>/<dataset>/by_source/`) as rows of a W&B table."""
-    names = sorted({key[len(start):].rsplit("/", 1)[0] for key in metrics if key.startswith(start)})
-    return [{"source": name, **{field: metrics[f"{start}{name}/{field}"]
-                                for field in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "n_items")}}
-            for name in names]
 
 
 class DuringTrainingEval(TrainerCallback):
