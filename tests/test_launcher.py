@@ -16,7 +16,7 @@ TINY_JOB = ["preset=tiny", "grpo.max_steps=1", "eval.limit=2"]
 def test_a_grid_through_submitit_local_runs_each_job_in_its_own_process(tmp_path, model_cache):
     sweep = tmp_path / "grid"
     result = run_entrypoint("-m", "hydra/launcher=submitit_local", *TINY_JOB, "lora.rank=4,8",
-                            "grpo.learning_rate=1e-5,1e-4", f"hydra.sweep.dir={sweep}", cache=model_cache.parent, timeout=600)
+                            "grpo.learning_rate=1e-5,1e-4", f"hydra.sweep.dir={sweep}", cache=model_cache.parent, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]
     runs = [read_results(job) for job in job_dirs(sweep)]
     assert [r["status"] for r in runs] == ["ok"] * 4, [r.get("error") for r in runs]
