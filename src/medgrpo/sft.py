@@ -237,8 +237,14 @@ def load_sft_weights(policy, weights_dir: Path) -> None:
     from safetensors.torch import load_file
 
     if (weights_dir / "adapter_model.safetensors").is_file():
-        from peft import set_peft_model_state_dict
+        from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
 
+        config = PeftConfig.from_pretrained(str(weights_dir))
+        if getattr(config, "prefix_projection", False):
+            # PEFT saves prefix tuning's prefix as the MLP's output, not the MLP: training goes on from that prefix
+            # directly (as P-Tuning v2 does). A prompt-learning adapter leaves the base model untouched.
+            config.prefix_projection, config.inference_mode = False, False
+            policy.model = get_peft_model(policy.model.base_model, config)
         set_peft_model_state_dict(policy.model, load_file(str(weights_dir / "adapter_model.safetensors")))
         return
     state = {}
