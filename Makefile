@@ -64,7 +64,7 @@ demo: install
 	$(PY) src/run.py -m preset=tiny model=tiny_learner lora=full task_name=demo stage=grpo,sft_grpo \
 		stage.sft.seed=0 eval.before_training=true eval.max_new_tokens=96 eval.limit=16 'data.eval=[pubmedqa,gsm8k]' \
 		data.mix.pubmedqa_labeled_pool=0 grpo.max_steps=16 grpo.per_device_train_batch_size=16 \
-		grpo.max_completion_length=64 grpo.learning_rate=1e-4 grpo.temperature=0.7 hydra.sweep.dir=$(DEMO_SWEEP)
+		grpo.max_completion_length=64 grpo.learning_rate=5e-4 grpo.temperature=0.7 hydra.sweep.dir=$(DEMO_SWEEP)
 	$(PY) analysis/ablation_table.py --sweep $(DEMO_SWEEP) --metrics $(DEMO_METRICS)
 	$(PY) -m medgrpo.health $(DEMO_SWEEP)
 	@echo "The tiny model learns the <reasoning>/<answer> FORMAT, not medicine: its accuracy is no better than the"

@@ -50,10 +50,12 @@ def test_without_policy_updates_the_reward_stays_flat(tmp_path, model_cache):
 # allows. SFT runs once (stage.sft.seed fixed, cached by its hash in the session's model cache) and the GRPO seeds
 # start from it. GRPO trains on GSM8K's short prompts: ~5x cheaper per step than PubMedQA's, and the format learnt
 # on PubMedQA is only partly there (greedy format rate ~0.45), so the format rewards have room to rise.
+# Measured (full fine-tuned SFT model, GSM8K prompts, lr 5e-4, temperature 0.7, 16 completions a step): the mean
+# reward rose 1.23 -> 1.7 -> 1.9 -> 2.0 -> 2.1 over the first 8 steps.
 LEARNER = ("preset=tiny", "model=tiny_learner", "lora=full", "stage.sft.seed=0", "logger=disabled",
            "data.eval=[pubmedqa]")
 GRPO_SETTINGS = ("grpo.max_steps=16", "grpo.per_device_train_batch_size=16", "grpo.max_completion_length=64",
-                 "grpo.learning_rate=1e-4", "grpo.temperature=0.7", "data.mix.pubmedqa_labeled_pool=0")
+                 "grpo.learning_rate=5e-4", "grpo.temperature=0.7", "data.mix.pubmedqa_labeled_pool=0")
 
 
 def test_sft_teaches_the_response_format_on_held_out_items(tmp_path, model_cache):
