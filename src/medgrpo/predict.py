@@ -30,7 +30,6 @@ from medgrpo.errors import ConfigError, DataError, MedgrpoError
 
 log = logging.getLogger("medgrpo.predict")
 KEYS = ("run", "model", "adapter", "input", "output", "batch_size", "max_new_tokens")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GENERIC_TEMPLATES = {"choice": "{question}\n\n{options}", "context": "{context}\n\n{question}"}
 
 
@@ -167,12 +166,10 @@ def job_config(run_dir: Path) -> DictConfig:
 def default_config(model: str) -> DictConfig:
     """conf/ defaults (prompt, budget, eval, backend) around a hub id or a local model dir, loaded as stored
     (a merged export is 16-bit; the default 4-bit QLoRA would need CUDA and quantize it)."""
-    from hydra import compose, initialize_config_dir
+    from medgrpo.config import compose_config
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose("config", overrides=[f"model.name_or_path={model}", "model.builder=null",
-                                           "lora.load_in_4bit=false"])
-    return cfg
+    return compose_config(f"model.name_or_path={model}", "model.builder=null", "lora.load_in_4bit=false",
+                          output_dir=".")
 
 
 @dataclass
