@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from medgrpo.errors import DataError
+from medgrpo.grading.labels import YESNO_LABELS as YESNO
 
 from .options import LETTERS, answer_letter, split_embedded_options
 from .readers import MISSING, RawPart
@@ -21,7 +22,6 @@ from .spec import META_FIELDS, SourceSpec
 
 log = logging.getLogger(__name__)
 
-YESNO = ("yes", "no", "maybe")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 MAX_BAD_EXAMPLES = 5
 

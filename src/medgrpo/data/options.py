@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-LETTERS = "ABCDEFGHIJ"
+from medgrpo.grading.labels import LETTERS  # the one definition, shared with grading
 _LINE_MARKER = re.compile(r"^[ \t]*[\(\[]?([A-Ja-j])[\)\]\.:\-][ \t]*(?=\S)", re.MULTILINE)
 _INLINE_MARKER = re.compile(r"(?:(?<=\s)|^)([\(\[]?)([A-Ja-j])([\)\]\.:])\s+(?=\S)")
 _OPTIONS_LABEL = re.compile(r"(?:\n|\s)*(?:options|choices|answer choices)\s*:?\s*$", re.IGNORECASE)
