@@ -164,8 +164,8 @@ def test_a_job_killed_with_sigkill_resumes_exactly(tmp_path, model_cache):
                     if torn_reason(p) is None)
 
     job = _job(resumed, cache, {"WANDB_MODE": "disabled"})  # the same command again
-    assert job.wait(timeout=300) == 0, job.stdout.read()[-3000:]
-    assert ref_job.wait(timeout=300) == 0, ref_job.stdout.read()[-3000:]
+    assert job.wait(timeout=900) == 0, job.stdout.read()[-3000:]
+    assert ref_job.wait(timeout=900) == 0, ref_job.stdout.read()[-3000:]
     ref_output = ref_job.stdout.read()
     assert "W&B stopped working" in ref_output
 
