@@ -41,7 +41,9 @@ EXPECTED = {
     "medqa": ("medqa.jsonl", [("0", "D", 4), ("1", "A", 4)]),
     "health_benchmarks": ("health_benchmarks.jsonl", [(str(i), a, 4) for i, a in enumerate("BCABBB")]),
     # open answers (seed layout instruction/output + meta): the reference answer is the answer
-    **{stem: ("open_records.jsonl", OPEN_ROWS) for stem in ("open_train", "open_gold", "redteam")},
+    **{stem: ("open_records.jsonl", OPEN_ROWS) for stem in ("open_train", "open_gold", "redteam")},    # SFT sources (stage=sft): the target column rides along; two real dialogue rows in GB18030, medical-o1's layout
+    "chinese_medical_dialogue": ("chinese_dialogue_gb18030.csv", [("0", '高血压病人可以口服党参的。党参有降血脂，降血压的作用，可以彻底消除血液中的垃圾，从而对冠心病以及心血管疾病的患者都有一定的稳定预防工作作用，因此平时口服党参能远离三高的危害。另外党参除了益气养血，降低中枢神经作用，调整消化系统功能，健脾补肺的功能。感谢您的进行咨询，期望我的解释对你有所帮助。', 0), ("1", '高血压患者首先要注意控制食盐摄入量，每天不超过六克，注意不要吃太油腻的食物，多吃新鲜的绿色蔬菜水果，多吃有机食物，注意增强体育锻炼，增加身体素质，同时压力不要过大，精神不要紧张，效果不佳的话，可以积极配合以降压药物控制血压治疗，情绪平时保持平和，不易激动。', 0)]),
+    "medical_o1_sft": ("medical_o1_sft.jsonl", [("0", "The right coronary artery.", 0), ("1", "Thiamine (vitamin B1).", 0)]),
 }
 
 
