@@ -87,6 +87,11 @@ def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
                          "or export the adapter alone (FORMATS=lora).")
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                 trust_remote_code=cfg.model.trust_remote_code)
+    if base.config.tie_word_embeddings:
+        # Merging a LoRA on lm_head into a weight tied to the input embeddings would change the embeddings too: the
+        # merged model would no longer predict what the adapter model predicts. Untie first (lm_head gets a copy).
+        base.lm_head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())
+        base.config.tie_word_embeddings = False
     merged = PeftModel.from_pretrained(base, str(job_dir / "adapter")).merge_and_unload()  # LoRA and DoRA
     merged.save_pretrained(target)
     AutoTokenizer.from_pretrained(job_dir / "adapter").save_pretrained(target)
