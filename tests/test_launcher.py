@@ -30,5 +30,6 @@ def test_a_grid_through_submitit_local_runs_each_job_in_its_own_process(tmp_path
 
     table = run_module("analysis.ablation_table", "--sweep", str(sweep))
     assert table.returncode == 0, table.stderr
-    rows = [line for line in table.stdout.splitlines() if line.startswith("| ") and "lora.rank=" in line]
+    main_table = table.stdout.split("\n\n| setting")[1].split("\n\n")[0]  # the sections below repeat the settings
+    rows = [line for line in main_table.splitlines() if line.startswith("| ") and "lora.rank=" in line]
     assert len(rows) == 4, table.stdout
