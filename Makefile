@@ -13,6 +13,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The extras as a variable: a comma written inside $(call ...) would split its argument.
+EXTRAS := dev,app
 # Quiet pip, minus warnings about local index folders some machines configure but do not have.
 pip_install = $(PY) -m pip install -q $(1) 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 export WANDB_MODE ?= offline
@@ -30,7 +32,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call pip_install,--upgrade pip)
 	$(call pip_install,torch==2.13.0)
-	$(call pip_install,-e '.[dev,app]')
+	$(call pip_install,-e '.[$(EXTRAS)]')
 	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0)
 	$(PY) -c "import torch, trl, medgrpo; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
