@@ -59,3 +59,9 @@ def training_started(job_dir: Path) -> bool:
     """The job logged the start of GRPO (medgrpo.train) in its Hydra log."""
     log = Path(job_dir) / "run.log"
     return log.is_file() and "GRPO:" in log.read_text()
+
+
+def main_table_rows(markdown: str) -> list[str]:
+    """The setting rows of an ablation report's main table (the sections below it repeat the settings)."""
+    table = markdown.split("\n\n| setting", 1)[1].split("\n\n", 1)[0]
+    return [line for line in table.splitlines()[2:] if line.startswith("|")]

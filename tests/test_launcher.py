@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests._run import read_results, run_entrypoint, run_module
+from tests._run import main_table_rows, read_results, run_entrypoint, run_module
 from tests.test_sweeps import job_dirs
 
 pytestmark = pytest.mark.slow
@@ -30,6 +30,5 @@ def test_a_grid_through_submitit_local_runs_each_job_in_its_own_process(tmp_path
 
     table = run_module("analysis.ablation_table", "--sweep", str(sweep))
     assert table.returncode == 0, table.stderr
-    main_table = table.stdout.split("\n\n| setting")[1].split("\n\n")[0]  # the sections below repeat the settings
-    rows = [line for line in main_table.splitlines() if line.startswith("| ") and "lora.rank=" in line]
+    rows = main_table_rows(table.stdout)
     assert len(rows) == 4, table.stdout

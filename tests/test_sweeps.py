@@ -9,7 +9,7 @@ import sys
 import optuna
 import pytest
 
-from tests._run import ROOT, read_results, run_entrypoint
+from tests._run import ROOT, main_table_rows, read_results, run_entrypoint
 
 pytestmark = pytest.mark.slow
 FAST = ["grpo.max_steps=2", "eval.limit=4"]
@@ -41,8 +41,7 @@ def test_grid_sweep_and_its_ablation_table(tmp_path, model_cache):
     table = subprocess.run([sys.executable, str(ROOT / "analysis" / "ablation_table.py"), "--sweep", str(sweep)],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
-    rows = [line for line in table.stdout.splitlines()
-            if line.startswith("|") and not line.startswith(("| setting", "|---"))]
+    rows = main_table_rows(table.stdout)
     assert len(rows) == 4 and sum("lora.rank=8, reward=weighted" in row for row in rows) == 1, table.stdout
     written = {p.suffix for p in (sweep / "ablation").iterdir()}
     assert {".md", ".csv", ".png"} <= written
