@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
 from benchmarks._common import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
 TEST_IDS = ROOT / "data" / "samples" / "pubmedqa" / "test_ground_truth.json"
 
 

@@ -12,7 +12,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 from benchmarks._common import write_result
 from medgrpo.backends import LoraSpec, load_policy

@@ -1,6 +1,6 @@
 """Benchmark: grading throughput on one core for realistic completions of mixed answer types.
 
-    python benchmarks/bench_grade.py [--completions 20000] [--repeats 5] [--out benchmarks/results/grade.json]
+    python -m benchmarks.bench_grade [--completions 20000] [--repeats 5] [--out benchmarks/results/grade.json]
 
 Two corpora:
 - built: from the bundled real data (data/samples: GSM8K, PubMedQA, MMLU medical), reasoning written from each
@@ -28,13 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks._common import write_result
+from medgrpo.grading import grade
+from medgrpo.prompting import PromptFormat
+from medgrpo.rewards import build_reward_functions
+from tests.test_real_outputs_agreement import rows  # the real-output set, as graded
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks._common import write_result  # noqa: E402
-from medgrpo.grading import grade  # noqa: E402
-from medgrpo.prompting import PromptFormat  # noqa: E402
-from medgrpo.rewards import build_reward_functions  # noqa: E402
-from tests.test_real_outputs_agreement import rows  # noqa: E402  (the real-output set, as graded)
 SAMPLES = ROOT / "data" / "samples"
 TARGET_PER_SECOND = 20_000
 MIN_CHARS, MAX_CHARS = 1000, 2000

@@ -20,13 +20,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import OmegaConf
 
-from benchmarks._common import write_result  # noqa: E402
-from medgrpo.config import CONF_DIR  # noqa: E402
-from medgrpo.judge import Judge, JudgeSettings, VerdictCache, cache_key  # noqa: E402
+from benchmarks._common import write_result
+from medgrpo.config import CONF_DIR
+from medgrpo.judge import Judge, JudgeSettings, VerdictCache, cache_key
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PROMPTS, GENERATIONS = 16, 8
 BATCH_TARGET_X, LOOKUPS_TARGET = 3.0, 10_000

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_gpu, gpu_check  # noqa: E402
-from benchmarks._common import SKIPPED  # noqa: E402
+from benchmarks import bench_gpu, gpu_check
+from benchmarks._common import SKIPPED
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_without_cuda_exits_non_zero_at_once_saying_why():

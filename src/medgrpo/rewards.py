@@ -5,7 +5,7 @@
     GRPOConfig(reward_weights=weights, ...); GRPOTrainer(reward_funcs=funcs, ...)
 
 Config schema (conf/reward/*.yaml):
-    weights: {<reward>: <weight>, ...}   reward names registered in REWARDS; weights >= 0, not all 0. A weight of 0 keeps
+    weights: {<reward>: <weight>, ...}   names registered in REWARDS; weights >= 0, not all 0. A weight of 0 keeps
                                         the reward in TRL's logs (rewards/<name>/mean) without training on it.
     params:  {<reward>: {<param>: <value>}}   optional keyword parameters of the reward functions below.
 
