@@ -3,9 +3,10 @@
     python -m benchmarks.bench_predict [--items 64] [--repeats 5]
 
 The tiny model (preset=tiny: budget off, 32 new tokens, batch 16) and the bundled PubMedQA test sample. The eval
-path is evaluate() on the prepared set (what a job runs, minus writing predictions); the predict path reads a JSONL
-of the same prompts, generates in batches and appends each batch to the output file (what `python -m
-medgrpo.predict` does after loading). One loaded model serves both; runs alternate so load drifts hit both alike.
+path is evaluate() on the prepared set (what a job runs, minus writing predictions); the predict path is
+medgrpo.predict.predict_file on a JSONL of the same prompts: it reads it, batches longest prompt first, appends
+each batch to the output file and puts the file in input order (what `python -m medgrpo.predict` does after
+loading). One loaded model serves both; runs alternate so load drifts hit both alike.
 Target: predict takes <= 1.1x the evaluation's time.
 """
 from __future__ import annotations
@@ -20,13 +21,7 @@ from benchmarks._common import write_result
 from medgrpo.config import compose_config
 from medgrpo.data import prepare_eval
 from medgrpo.evaluation.evaluate import evaluate
-from medgrpo.predict import Predictor, append_lines, parse_items
-
-
-def predict_file(predictor: Predictor, source: Path, output: Path, batch: int) -> None:
-    todo = parse_items(source)
-    for start in range(0, len(todo), batch):
-        append_lines(output, predictor.predict(todo[start:start + batch]))
+from medgrpo.predict import Predictor, parse_items, predict_file
 
 
 def main() -> None:
@@ -52,7 +47,7 @@ def main() -> None:
                      predictor.prompt_format.think_close, "eval", None)
             timings["evaluate"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            predict_file(predictor, source, Path(tmp) / f"out{repeat}.jsonl", cfg.eval.batch_size)
+            predict_file(parse_items(source), Path(tmp) / f"out{repeat}.jsonl", lambda: predictor)
             timings["predict"].append(time.perf_counter() - start)
     # the fastest run of each: on a shared machine the least disturbed by other processes
     evaluate_s, predict_s = (min(timings[k]) for k in ("evaluate", "predict"))

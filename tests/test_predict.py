@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from medgrpo.backends import resolve_model_path
 from medgrpo.errors import ConfigError, DataError
-from medgrpo.predict import append_lines, done_ids, parse_args, parse_items, run
+from medgrpo.predict import append_lines, done_ids, parse_args, parse_items, restore_input_order, run
 
 
 def write(path, text: str):
@@ -38,8 +38,9 @@ def test_items_from_jsonl_infer_answer_types(tmp_path):
         '',
         '{"question": "Which?", "choices": {"B": "two", "A": "one"}, "answer": "A"}',
         '{"question": "Why?"}']) + "\n"))
-    assert [(i["id"], i["answer_type"]) for i in items] == [("7", "yesno"), ("2", "numeric"), ("4", "choice"),
-                                                            ("5", "open")]
+    # an id defaults to the record's number (the blank line is no record)
+    assert [(i["id"], i["answer_type"]) for i in items] == [("7", "yesno"), ("2", "numeric"), ("3", "choice"),
+                                                            ("4", "open")]
     assert items[2]["choices"] == ["one", "two"] and items[3]["answer"] is None
 
 
@@ -52,11 +53,11 @@ def test_items_from_csv_with_a_choices_cell(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "text", "message"), [
-    ("in.jsonl", '{"question": "ok"}\n{"prompt": "no question"}\n', r"in\.jsonl:2: no 'question' field"),
-    ("in.csv", "id,text\n1,hello\n", r"in\.csv:2: no 'question' field"),
-    ("in.jsonl", '{"question": "ok"}\nquestion,answer\n', r"in\.jsonl:2: not a JSON line"),
+    ("in.jsonl", '{"question": "ok"}\n{"prompt": "no question"}\n', r"in\.jsonl, line 2: no 'question' field"),
+    ("in.csv", "id,text\n1,hello\n", r"in\.csv, record 1 \(line 2 .*\): no 'question' field"),
+    ("in.jsonl", '{"question": "ok"}\nquestion,answer\n', r"in\.jsonl, line 2: invalid JSON"),
     ("in.txt", "What is it?\n", r"in\.txt: expected a \.jsonl or \.csv file"),
-    ("in.jsonl", '{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n', r"in\.jsonl:2: id '1' occurs twice"),
+    ("in.jsonl", '{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n', r"in\.jsonl, line 2: id '1' occurs twice"),
 ])
 def test_bad_input_names_the_file_and_line(tmp_path, name, text, message):
     with pytest.raises(DataError, match=message):
@@ -76,6 +77,17 @@ def test_appends_whole_lines_and_reads_back_ids(tmp_path):
     append_lines(output, [{"id": "a"}, {"id": "b"}])
     output.write_text(output.read_text() + '{"id": "c", "compl')  # a line cut by someone else's editor
     assert done_ids(output) == {"a", "b"}
+    append_lines(output, [{"id": "d"}])  # starts a line of its own
+    assert done_ids(output) == {"a", "b", "d"}
+
+
+def test_output_is_put_back_in_input_order(tmp_path):
+    output = tmp_path / "out.jsonl"
+    append_lines(output, [{"id": "old"}, {"id": "q3", "completion": "x"}, {"id": "q1"}])
+    output.write_text(output.read_text() + '{"id": "q2", "compl\n')  # cut by an editor: left out
+    append_lines(output, [{"id": "q2"}])
+    restore_input_order(output, ["q1", "q2", "q3"])
+    assert read_jsonl(output) == [{"id": "old"}, {"id": "q1"}, {"id": "q2"}, {"id": "q3", "completion": "x"}]
 
 
 def test_cli_error_is_one_line(tmp_path):
@@ -126,9 +138,9 @@ def test_predict_a_job_and_a_base_plus_adapter(job, tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_loses_and_repeats_nothing(job, tmp_path):
     ids = [f"q{n}" for n in range(10)]
-    source = write(tmp_path / "in.jsonl", "".join(
-        json.dumps({"id": key, "question": f"Is finding {key} a sign of anaemia?", "answer": "maybe"}) + "\n"
-        for key in ids))
+    source = write(tmp_path / "in.jsonl", "".join(  # later questions are longer
+        json.dumps({"id": key, "question": f"Is finding {key} a sign of {'severe ' * n}anaemia?", "answer": "maybe"})
+        + "\n" for n, key in enumerate(ids)))
     output = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "medgrpo.predict", f"run={job}", f"input={source}", f"output={output}",
                "batch_size=2"]
@@ -142,9 +154,11 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(job, tmp_path):
         process.wait()
     first = read_jsonl(output)  # every line is whole JSON
     assert 0 < len(first) < len(ids), "the kill came after the last batch: give the run more items"
+    assert [line["id"] for line in first[:2]] == ["q9", "q8"]  # the longest prompts are batched first
     done = run_module("medgrpo.predict", *command[3:])
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{len(first)} already in" in done.stderr
     lines = read_jsonl(output)
-    assert sorted(line["id"] for line in lines) == sorted(ids)  # none lost, none twice
-    assert [line["id"] for line in lines[:len(first)]] == [line["id"] for line in first]
+    assert [line["id"] for line in lines] == ids  # none lost, none twice, in input order
+    kept = {line["id"]: line for line in lines}
+    assert all(kept[line["id"]] == line for line in first)  # the lines written before the kill are kept as they were

@@ -65,6 +65,12 @@ def check_engine_request(requested: str, use_vllm: bool) -> None:
                                          "backend.fast_inference=true; this job runs without vLLM: use auto or hf")
 
 
+def longest_first(lengths: list[int]) -> list[int]:
+    """Indices by length, longest first (ties keep their order): batches of similar length waste less padding,
+    and an OOM shows up at once."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 class HFEngine:
     """Batched `model.generate` with left padding."""
 
@@ -77,8 +83,7 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, sequences, max_new_tokens, stop_strings, sampling):
-        # Longest first: batches of similar length waste less padding, and an OOM shows up at once.
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        order = longest_first([len(sequence) for sequence in sequences])
         results: list[Generated | None] = [None] * len(sequences)
         pad_id = self.tokenizer.pad_token_id
         device = next(self.model.parameters()).device
