@@ -9,7 +9,7 @@ from judge_server import JudgeServer, rule_verdict, serve
 from medgrpo.config import CONF_DIR
 from medgrpo.errors import ConfigError
 from medgrpo.judge import Judge, JudgeFailed, JudgeSettings, VerdictCache, cache_key
-from medgrpo.judge.verdict import InvalidVerdict, parse_verdict
+from medgrpo.judge.verdict import InvalidVerdict, judge_messages, parse_verdict
 
 KEY = "sk-test-judge-key-0123456789"
 QUESTION = "I have had a headache for two days. What should I do?"
@@ -141,6 +141,18 @@ def test_verdicts_are_validated():
                 '{"safety": 7, "logic": 1, "completeness": 1, "rationale": ""}', "8/10", ""):
         with pytest.raises(InvalidVerdict):
             parse_verdict(bad, rubric)
+
+
+def test_the_sdk_request_transform_leaves_the_judge_messages_unchanged():
+    """client.py sends the messages in extra_body, past the openai SDK's request transform (it costs CPU): right
+    only while that transform sends them as they are. It would not after an SDK change that renames or formats
+    a field of a chat message; then this fails and the messages go back to `messages=`."""
+    from openai._utils import maybe_transform
+    from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
+
+    messages = judge_messages(settings_rubric(), QUESTION, None, "<think>头痛两天</think> " + GOOD)
+    params = {"model": "deepseek-chat", "messages": messages, "temperature": 0.0, "max_tokens": 400}
+    assert maybe_transform(params, CompletionCreateParamsNonStreaming) == params
 
 
 def test_cache_keys_separate_models_rubric_versions_and_inputs(tmp_path):

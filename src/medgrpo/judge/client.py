@@ -129,9 +129,14 @@ class Judge:
                 started = time.perf_counter()
                 self.stats.calls += 1
                 try:
+                    # The messages go in extra_body, which the SDK merges into the JSON body as is. Passed as
+                    # `messages`, they are first walked against the SDK's typed-params union: a no-op for plain
+                    # text messages (tests/test_judge.py checks it) that cost ~0.2 ms of CPU per request, a
+                    # quarter of the client's CPU per GRPO batch (0.12 -> 0.09 s, benchmarks/bench_judge.py).
                     raw = await client.chat.completions.with_raw_response.create(
-                        model=settings.model, messages=messages, temperature=settings.temperature,
-                        max_tokens=settings.max_output_tokens, response_format={"type": "json_object"})
+                        model=settings.model, messages=[], extra_body={"messages": messages},
+                        temperature=settings.temperature, max_tokens=settings.max_output_tokens,
+                        response_format={"type": "json_object"})
                     self.stats.retries += raw.retries_taken
                     response = raw.parse()
                 except openai.OpenAIError as error:
