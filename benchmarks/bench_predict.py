@@ -6,7 +6,8 @@ The tiny model (preset=tiny: budget off, 32 new tokens, batch 16) and the bundle
 path is evaluate() on the prepared set (what a job runs, minus writing predictions); the predict path is
 medgrpo.predict.predict_file on a JSONL of the same prompts: it reads it, batches longest prompt first, appends
 each batch to the output file and puts the file in input order (what `python -m medgrpo.predict` does after
-loading). One loaded model serves both; runs alternate so load drifts hit both alike.
+loading); both give the same completions (checked). One loaded model serves both; runs alternate so load drifts
+hit both alike.
 Target: predict takes <= 1.1x the evaluation's time.
 """
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main() -> None:
         "evaluate_items_per_s": round(len(dataset) / evaluate_s, 2),
         "predict_items_per_s": round(len(dataset) / predict_s, 2),
         "predict_over_evaluate_time": round(predict_s / evaluate_s, 3), "target": "<= 1.1",
-        "time_from": "fastest of the runs",  # other work on the machine slows the timing:
+        "time_from": "fastest of the runs",
+        # other work on the machine slows the timing: above ~1 the numbers are noise
         "load_average_1min_before": round(load_before, 2), "load_average_1min_after": round(os.getloadavg()[0], 2),
         "runs_s": {k: [round(v, 2) for v in values] for k, values in timings.items()}})
 
