@@ -3,7 +3,7 @@
     python -m benchmarks.bench_sweep [--trials 12]
 
 Both studies live in one throwaway PostgreSQL server (Debian's binaries, started on 127.0.0.1 as the tests do),
-same search space, same tiny jobs (hparams_search=tiny_optuna, 1 GRPO step, 2 eval items). Reports the wall
+same search space, same tiny jobs (hparams_search=smoke_optuna, 1 GRPO step, 2 eval items). Reports the wall
 times, their ratio (2 sweepers / 1: below 1 means sharing a study pays on this machine's cores), and how many
 trials repeated another trial's parameters (the learning rate is continuous, so any repeat is a race or a
 replayed random stream; must be 0). Exits 3 (skipped) without PostgreSQL server binaries.

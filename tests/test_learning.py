@@ -2,6 +2,7 @@
 clearly within 30 steps — and does not when the policy update is switched off (learning rate 0)."""
 from __future__ import annotations
 
+import optuna
 import pytest
 from datasets import Dataset
 from omegaconf import open_dict
@@ -83,3 +84,18 @@ def test_grpo_after_sft_raises_the_reward_in_each_of_three_seeds(tmp_path, model
         first, last = metrics["train/reward_first_window"], metrics["train/reward_last_window"]
         assert last > first, f"{job.name}: mean reward first quarter {first:.3f}, last quarter {last:.3f}"
         assert results["training_health"]["steps"], "training_health has no per-step records"
+
+
+def test_the_tiny_optuna_study_optimises_an_objective_that_moves(tmp_path, model_cache):
+    """hparams_search=tiny_optuna (issue 17): its objective, the reward over the last quarter of GRPO steps after the
+    (cached) SFT, rises above where training started, so its "best parameters" compare something."""
+    done = run_entrypoint("-m", "hparams_search=tiny_optuna", "hydra.sweeper.n_trials=2", "logger=disabled",
+                          "eval.after_training=false", f"hydra.sweep.dir={tmp_path}", cache=model_cache.parent,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny_sft_grpo", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for job in sorted(p.parent for p in tmp_path.glob("*/results.json")):
+        metrics = read_results(job)["metrics"]
+        first, last = metrics["train/reward_first_window"], metrics["train/reward_last_window"]
+        assert last > first, f"{job.name}: the objective did not move ({first:.3f} -> {last:.3f})"

@@ -32,7 +32,7 @@ def test_a_nan_objective_fails_a_single_run(tmp_path, model_cache):
 @pytest.mark.slow
 def test_a_nan_objective_fails_its_optuna_trial_and_the_study_ends_cleanly(tmp_path, model_cache):
     sweep = tmp_path / "study"
-    result = run_entrypoint("-m", "hparams_search=tiny_optuna", *NAN_OBJECTIVE, "hydra.sweeper.n_trials=1",
+    result = run_entrypoint("-m", "hparams_search=smoke_optuna", *NAN_OBJECTIVE, "hydra.sweeper.n_trials=1",
                             f"hydra.sweep.dir={sweep}", cache=model_cache.parent, timeout=180)
     assert result.returncode == 0, result.stderr[-4000:]
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{sweep / 'optuna.db'}")

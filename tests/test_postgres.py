@@ -77,8 +77,8 @@ def postgres_url():
 
 
 def start_sweeper(sweep: Path, cache: Path, *overrides: str) -> subprocess.Popen:
-    """`python src/run.py -m hparams_search=tiny_optuna ...` in the background (W&B offline)."""
-    command = [sys.executable, str(ROOT / "src" / "run.py"), "-m", "hparams_search=tiny_optuna", *TINY_JOB,
+    """`python src/run.py -m hparams_search=smoke_optuna ...` in the background (W&B offline)."""
+    command = [sys.executable, str(ROOT / "src" / "run.py"), "-m", "hparams_search=smoke_optuna", *TINY_JOB,
                f"hydra.sweep.dir={sweep}", f"paths.cache_dir={cache}", *overrides]
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -96,7 +96,7 @@ def test_a_job_with_secrets_in_its_environment_writes_none_of_them(tmp_path, mod
 
 @pytest.mark.slow
 def test_an_optuna_study_on_an_unreachable_database_names_it_without_its_password(tmp_path, model_cache):
-    result = run_entrypoint("-m", "hparams_search=tiny_optuna", "hydra.sweeper.storage=${oc.env:MEDGRPO_OPTUNA_STORAGE}",
+    result = run_entrypoint("-m", "hparams_search=smoke_optuna", "hydra.sweeper.storage=${oc.env:MEDGRPO_OPTUNA_STORAGE}",
                             f"hydra.sweep.dir={tmp_path / 'study'}", cache=model_cache.parent,
                             env={"MEDGRPO_OPTUNA_STORAGE": DB_URL}, timeout=120)
     assert result.returncode == 1

@@ -21,7 +21,7 @@ PLANTED_PASSWORD = "pl4nted-Pw"
 
 
 def run_study(tmp_path, monkeypatch, job, *overrides: str):
-    """`python src/run.py -m hparams_search=tiny_optuna <overrides>` with `job(cfg)` as the task function.
+    """`python src/run.py -m hparams_search=smoke_optuna <overrides>` with `job(cfg)` as the task function.
     Hydra leaves logging alone (job_logging=none), so caplog sees the sweeper's lines."""
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # raise the sweeper's error instead of printing it and exiting
     monkeypatch.chdir(tmp_path)
@@ -30,7 +30,7 @@ def run_study(tmp_path, monkeypatch, job, *overrides: str):
     def main(cfg):
         return job(cfg)
 
-    monkeypatch.setattr(sys, "argv", ["run.py", "-m", "hparams_search=tiny_optuna", "hydra.sweep.dir=study",
+    monkeypatch.setattr(sys, "argv", ["run.py", "-m", "hparams_search=smoke_optuna", "hydra.sweep.dir=study",
                                       "hydra/job_logging=none", "hydra/hydra_logging=none", *overrides])
     main()
     return tmp_path / "study"

@@ -48,7 +48,7 @@ def test_grid_sweep_and_its_ablation_table(tmp_path, model_cache):
 
 
 def optuna_sweep(sweep, cache, *extra):
-    return run_entrypoint("-m", "hparams_search=tiny_optuna", *FAST, f"hydra.sweep.dir={sweep}", *extra,
+    return run_entrypoint("-m", "hparams_search=smoke_optuna", *FAST, f"hydra.sweep.dir={sweep}", *extra,
                           cache=cache, timeout=600)
 
 
