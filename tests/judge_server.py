@@ -54,6 +54,7 @@ class JudgeServer:
     requests: int = 0
     by_status: Counter = field(default_factory=Counter)
     seen: Counter = field(default_factory=Counter)   # requests per answer text (for the xN faults)
+    connections: set = field(default_factory=set)    # the client's (host, port) pairs: one per TCP connection
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -62,6 +63,7 @@ class JudgeServer:
 
     async def chat(self, request: Request):
         self.requests += 1
+        self.connections.add((request.client.host, request.client.port))
         if self.expected_key is not None and request.headers.get("authorization") != f"Bearer {self.expected_key}":
             return self._status(401, {"error": {"message": "invalid api key", "type": "auth"}})
         body = await request.json()

@@ -169,3 +169,24 @@ def test_cache_keys_separate_models_rubric_versions_and_inputs(tmp_path):
 def settings_rubric():
     return JudgeSettings.from_config(OmegaConf.load(CONF_DIR / "judge" / "deepseek.yaml")).rubric
 
+
+
+@pytest.mark.parametrize("keepalive_s, new_connections", [(30.0, False), (0.2, True)])
+def test_idle_connections_live_judge_keepalive_s(tmp_path, server, keepalive_s, new_connections):
+    """A GRPO step lasts longer than the SDK's 5 s keep-alive: judge.keepalive_s decides whether the next batch
+    reuses the connections (here a 1 s pause between two batches on one event loop, as TRL's reward loop has)."""
+    fake, base_url = server
+    judge = Judge(settings(tmp_path, base_url, keepalive_s=keepalive_s, concurrency=4), KEY)
+
+    async def two_batches():
+        try:
+            await judge.score([QUESTION] * 4, [f"{GOOD} first {i}" for i in range(4)], [None] * 4)
+            first = set(fake.connections)
+            await asyncio.sleep(1.0)
+            await judge.score([QUESTION] * 4, [f"{GOOD} second {i}" for i in range(4)], [None] * 4)
+            return first, set(fake.connections)
+        finally:
+            await judge.aclose()
+
+    first, both = asyncio.run(two_batches())
+    assert first and (both != first) is new_connections, (first, both)

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import openai
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import DEFAULT_CONNECTION_LIMITS, AsyncOpenAI, DefaultAioHttpClient
 
 from medgrpo.judge.cache import VerdictCache, cache_key
 from medgrpo.judge.settings import JudgeSettings
@@ -100,9 +100,16 @@ class Judge:
         if self._client is None or self._client_loop is not loop:
             self._client = AsyncOpenAI(base_url=self.settings.base_url, api_key=self._api_key,
                                        timeout=self.settings.timeout_s, max_retries=self.settings.retries,
-                                       http_client=DefaultAioHttpClient())
+                                       http_client=DefaultAioHttpClient(limits=self._limits()))
             self._client_loop = loop
         return self._client
+
+    def _limits(self):
+        """The SDK's connection limits (httpx Limits), with idle connections kept judge.keepalive_s."""
+        limits = DEFAULT_CONNECTION_LIMITS
+        return type(limits)(max_connections=limits.max_connections,
+                            max_keepalive_connections=max(limits.max_keepalive_connections, self.settings.concurrency),
+                            keepalive_expiry=self.settings.keepalive_s)
 
     async def aclose(self) -> None:
         """Close the connections, on the loop that opened them."""

@@ -50,6 +50,7 @@ class JudgeSettings:
     max_output_tokens: int
     concurrency: int
     timeout_s: float
+    keepalive_s: float        # idle connections stay open this long: a GRPO step is longer than the SDK's 5 s
     retries: int              # the openai client's retries (429, 5xx, timeouts, connection errors), with backoff
     reask_invalid: int        # new requests after a malformed or out-of-range verdict
     cache_path: Path
@@ -84,6 +85,7 @@ class JudgeSettings:
             rubric=_rubric(raw.get("rubric")), temperature=float(number("temperature", 0, 2)),
             max_output_tokens=number("max_output_tokens", 16, 8192, integer=True),
             concurrency=number("concurrency", 1, 1024, integer=True), timeout_s=float(number("timeout_s", 0.01)),
+            keepalive_s=float(number("keepalive_s", 0)),
             retries=number("retries", 0, 20, integer=True), reask_invalid=number("reask_invalid", 0, 5, integer=True),
             cache_path=Path(text("cache_path")).expanduser(),
             failure_policy=FailurePolicy(
