@@ -59,6 +59,7 @@ GRPO_SETTINGS = ("grpo.max_steps=16", "grpo.per_device_train_batch_size=16", "gr
                  "grpo.learning_rate=5e-4", "grpo.temperature=0.7", "data.mix.pubmedqa_labeled_pool=0")
 
 
+@pytest.mark.learning
 def test_sft_teaches_the_response_format_on_held_out_items(tmp_path, model_cache):
     done = run_entrypoint(*LEARNER, "stage=sft", "eval.before_training=true", "eval.limit=32",
                           "eval.max_new_tokens=96", f"hydra.run.dir={tmp_path}", cache=model_cache.parent, timeout=900)
@@ -70,6 +71,7 @@ def test_sft_teaches_the_response_format_on_held_out_items(tmp_path, model_cache
     assert metrics["eval/pubmedqa/truncation_rate"] < 1.0
 
 
+@pytest.mark.learning
 def test_grpo_after_sft_raises_the_reward_in_each_of_three_seeds(tmp_path, model_cache):
     done = run_entrypoint("-m", *LEARNER, *GRPO_SETTINGS, "stage=sft_grpo", "seed=1,2,3", "eval.after_training=false",
                           "objective=train/reward", f"hydra.sweep.dir={tmp_path}", cache=model_cache.parent,
@@ -86,6 +88,7 @@ def test_grpo_after_sft_raises_the_reward_in_each_of_three_seeds(tmp_path, model
         assert results["training_health"]["steps"], "training_health has no per-step records"
 
 
+@pytest.mark.learning
 def test_the_tiny_optuna_study_optimises_an_objective_that_moves(tmp_path, model_cache):
     """hparams_search=tiny_optuna (issue 17): its objective, the reward over the last quarter of GRPO steps after the
     (cached) SFT, rises above where training started, so its "best parameters" compare something."""
