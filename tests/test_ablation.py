@@ -395,3 +395,26 @@ def test_two_settings_by_three_seeds_sweep_gives_paired_deltas(tmp_path, model_c
         assert p_value == 1.0 if delta == 0 else p_value == pytest.approx(1 / 10001)
     assert "| setting | n | eval/pubmedqa/accuracy | Δ [95% CI] | p |" in table.stdout
     assert "Δ of accuracies: paired bootstrap over items and seeds" in table.stdout
+
+
+def test_a_plot_with_one_series_and_nothing_to_label_draws_no_empty_legend(tmp_path):
+    """`make demo`'s sweep: stage=grpo,sft_grpo, one seed each. eval_sft/ metrics exist only for the sft_grpo job, so
+    their plot has one series, no baseline line (the baseline, stage=grpo, has none) and no majority line: nothing to label, and matplotlib warns "No
+    artists with labels found to put in legend" when a legend is asked for anyway."""
+    import warnings
+
+    sweep = tmp_path / "multirun" / "demo" / SWEEP_NAME
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+        "overrides": {"task": ["stage=grpo,sft_grpo"]}}}))
+    for num, stage in enumerate(("grpo", "sft_grpo")):
+        job = write_job(sweep, num, [f"stage={stage}"], 0.5)
+        if stage == "sft_grpo":
+            results = json.loads((job / "results.json").read_text())
+            results["metrics"]["eval_sft/pubmedqa/format_rate"] = 0.9
+            (job / "results.json").write_text(json.dumps(results))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a matplotlib warning fails the test
+        assert main(["--sweep", str(sweep), "--metrics", "eval/pubmedqa/format_rate,eval_sft/pubmedqa/format_rate"]) == 0
+    assert (sweep / "ablation" / "eval_sft_pubmedqa_format_rate.png").stat().st_size > 0

@@ -67,8 +67,11 @@ def plot_metric(table: AblationTable, metric: str, path: Path) -> None:
     ax.set_xlabel(f"{metric}  (mean over seeds, 95% CI)")
     ax.set_title(metric)
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(fontsize=8, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))  # keep the bottom strip for the legend
+    if ax.get_legend_handles_labels()[0]:  # one series with no baseline or majority line: nothing to explain
+        fig.legend(fontsize=8, loc="lower center", ncol=3, frameon=False)
+        fig.tight_layout(rect=(0, 0.35 / height, 1, 1))  # keep the bottom strip for the legend
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
