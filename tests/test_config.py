@@ -146,10 +146,23 @@ def test_every_study_composes_to_its_own_objective_and_directions(name, tmp_path
         cfg = compose("config", overrides=[f"hparams_search={name}"], return_hydra_config=True)
     own = OmegaConf.load(ROOT / "conf" / "hparams_search" / f"{name}.yaml")
     assert cfg.objective == own.objective
-    assert cfg.hydra.sweeper.direction == own.hydra.sweeper.direction
+    # the direction is the study's own, or the shared sweeper option's (conf/hydra/sweeper/study.yaml)
+    shared = OmegaConf.load(ROOT / "conf" / "hydra" / "sweeper" / "study.yaml")
+    directions = OmegaConf.select(own, "hydra.sweeper.direction", default=shared.direction)
+    assert cfg.hydra.sweeper.direction == directions
     objectives = own.objective if isinstance(own.objective, ListConfig) else [own.objective]
-    directions = own.hydra.sweeper.direction
     assert len(objectives) == (len(directions) if isinstance(directions, ListConfig) else 1)
+
+
+def test_the_studies_share_one_sweeper_block():
+    """Sampler seed, storage and batch size are set once (conf/hydra/sweeper/study.yaml), not per study."""
+    for path in sorted((ROOT / "conf" / "hparams_search").glob("*.yaml")):
+        sweeper = OmegaConf.load(path).hydra.sweeper
+        assert not {"storage", "n_jobs"} & set(sweeper), path.name
+        assert "seed" not in sweeper.get("sampler", {}), path.name
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"hparams_search={path.stem}"], return_hydra_config=True)
+        assert (cfg.hydra.sweeper.storage, cfg.hydra.sweeper.n_jobs, cfg.hydra.sweeper.sampler.seed) == (None, 1, 42)
 
 
 def test_validate_reports_every_bad_key_at_once(tmp_path):
