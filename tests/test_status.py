@@ -119,8 +119,9 @@ def test_unreachable_wandb_goes_offline_within_the_init_timeout(tmp_path, monkey
     try:
         assert tracker.describe()["mode"] == "offline"
         assert "W&B unreachable after" in caplog.text and "Timed out initializing run" in caplog.text
-        # wandb's default waits 90 s (+10 s grace) before giving up; a loose bound keeps this robust under load
-        assert waited < 60, waited
+        # init_timeout_s plus wandb's service start and the offline run (4 s in all at 3 s, under a load of 3). Before
+        # the viewer query was switched off it took 2 x 5 s more (14 s at 3 s); wandb's default would wait 90 s.
+        assert waited < 2 + 8, waited
     finally:
         tracker.finish()
         server.close()

@@ -131,7 +131,11 @@ def guard_trainer_reporting(trainer) -> None:
 def _init_wandb(mode: str, init_timeout_s: float, **kwargs):
     import wandb
 
-    # init_timeout bounds the wait for the W&B service to register the run (wandb's default is 90 s)
+    # init_timeout bounds the wait for the W&B service to register the run (wandb's default is 90 s). Before that,
+    # wandb 0.31 asks the server whose API key it has (the "viewer", for its "logged in as" line) through wandb-core,
+    # 5 s per try and tried twice: with W&B unreachable, init_timeout 3 took 14 s. Without the viewer query the
+    # wait is init_timeout plus the service's start; the server still fills in the default entity.
+    wandb.setup(settings=wandb.Settings(x_disable_viewer=True))
     return wandb.init(mode=mode, reinit="finish_previous", settings=wandb.Settings(init_timeout=init_timeout_s),
                       **kwargs)
 
