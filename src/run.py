@@ -21,7 +21,9 @@ from medgrpo.secrets import secret_overrides_message
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from medgrpo.backends.unsloth import import_first_when_chosen
+    from medgrpo.cpu import set_wait_policy
 
+    set_wait_policy(cfg.cpu)  # OMP_WAIT_POLICY: libgomp reads it once, when torch loads
     import_first_when_chosen(cfg.backend)  # before the pipeline's modules import transformers, trl or peft
     from medgrpo.pipeline import run_job
 

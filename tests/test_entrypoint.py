@@ -1,6 +1,8 @@
 """The real entrypoint on the tiny model, in subprocesses: one run, evaluation-only, budget forcing, bad input."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests._run import read_jsonl, read_results, run_entrypoint, run_module
@@ -39,6 +41,12 @@ def test_a_tiny_run_writes_results_predictions_and_adapter(trained_job):
     assert (trained_job / "adapter" / "adapter_config.json").is_file()
     assert results["timings"]["train_s"] > 0 and results["config"]["model"]["builder"] == "tiny"
     assert list((trained_job / "wandb").glob("offline-run-*")), "no offline W&B run in the job dir"
+    # torch's threads: the CPUs this process may run on (no launcher share, no setting), said in results and log
+    threads = len(os.sched_getaffinity(0)) if "OMP_NUM_THREADS" not in os.environ else int(os.environ["OMP_NUM_THREADS"])
+    assert results["cpu"]["torch_threads"] == threads
+    assert results["cpu"]["wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")  # set before torch loaded
+    log = (trained_job / "run.log").read_text()
+    assert f"torch uses {threads} CPU thread(s)" in log and "comes too late" not in log
 
 
 def test_the_same_harness_evaluates_before_during_and_after_training(trained_job):

@@ -22,6 +22,10 @@ def test_a_grid_through_submitit_local_runs_each_job_in_its_own_process(tmp_path
     assert [r["status"] for r in runs] == ["ok"] * 4, [r.get("error") for r in runs]
     pids = {r["pid"] for r in runs}
     assert len(pids) == 4 and os.getpid() not in pids  # one process per job, none of them the sweeper
+    # the 4 jobs of the batch run at once: each one's torch got its share of the cores, not all of them
+    share = max(1, len(os.sched_getaffinity(0)) // 4)
+    assert {(r["cpu"]["torch_threads"], r["cpu"]["source"]) for r in runs} == {(share, "hydra.launcher.cpus_per_task")}
+    assert all(r["overrides"] == [o for o in r["overrides"] if not o.startswith("hydra.")] for r in runs)
     assert {r["host"]["name"] for r in runs} == {os.uname().nodename}
     # the jobs used the cache passed on the command line: its tiny model and prepared data, no second copy
     assert {r["config"]["paths"]["cache_dir"] for r in runs} == {str(model_cache.parent)}

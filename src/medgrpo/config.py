@@ -275,12 +275,14 @@ def validate(cfg: DictConfig) -> None:
     one ConfigError/DataError naming its key, or ConfigErrors listing them all."""
     from medgrpo import data, rewards
     from medgrpo.backends import LoraSpec
+    from medgrpo.cpu import plan_threads
     from medgrpo.evaluation.safety import SafetyRules
     from medgrpo.prompting import PromptFormat
     from medgrpo.resume import check_resume_config
 
     checks = [
         lambda: _check_basics(cfg),
+        lambda: plan_threads(cfg.cpu),
         lambda: LoraSpec.from_config(cfg.lora),
         lambda: check_objective(cfg),
         lambda: check_grpo(cfg),

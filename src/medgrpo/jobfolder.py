@@ -22,8 +22,9 @@ from medgrpo.results import _json_safe, write_json_atomic
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".job.lock"
-# Config keys that never change what a job computes: where files go, how it is logged, how it is (re)started.
-VOLATILE_KEYS = ("paths", "logger", "train.resume", "train.rerun")
+# Config keys that never change what a job computes: where files go, how it is logged, on how many threads, how it
+# is (re)started.
+VOLATILE_KEYS = ("paths", "logger", "cpu", "train.resume", "train.rerun")
 
 
 class JobFolderBusy(MedgrpoError):

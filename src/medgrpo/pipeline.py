@@ -30,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from medgrpo import config as config_checks
 from medgrpo.config import check_objective, objective_keys, unproduced_objectives
+from medgrpo.cpu import use_threads
 from medgrpo.errors import ConfigError, MedgrpoError
 from medgrpo.jobfolder import JobFolderBusy, finished_result, hold_job_folder, mark_skipped
 from medgrpo.evaluation.metrics import ACCURACY_CI_METHOD
@@ -113,6 +114,7 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
             _fall_back_to_a_written_objective(cfg)
         config_checks.validate(cfg)
         config_checks.check_model_available(cfg.model)
+        results["cpu"] = use_threads(cfg.cpu).as_dict()  # torch's threads: the cores this job has, not the machine's
         resume_plan = _plan_resume(cfg, output_dir)  # a checkpoint of another config is refused here
         results["resumed_from"] = resume_plan.step
         write_json_atomic(output_dir / "results.json", results)  # status running: a sweep summary can see it
@@ -202,6 +204,7 @@ def _run_worker(cfg: DictConfig) -> None:
     from medgrpo.tracking import NullTracker
 
     config_checks.validate(cfg)
+    use_threads(cfg.cpu)
     output_dir = Path(cfg.paths.output_dir)
     _run(cfg, output_dir, NullTracker(), {}, _judge(cfg), _plan_resume(cfg, output_dir))
 
