@@ -67,6 +67,16 @@ MISSED = {
         ("The final answer is $\\boxed{\\text{A}}$.", "A", "choice", URINE),
         ("Therefore the answer is $\\boxed{\\textbf{(B)}}$", "B", "choice", URINE),
     ],
+    # A completion stored with its line breaks escaped (`\n` as the two characters `\` and `n`): read as the text
+    # it stands for, so graded exactly as the same completion with real line breaks (text.unescape_line_breaks).
+    "escaped_line_breaks": [
+        ("B\\n\\n", "B", "choice", URINE),
+        ("(D)\\n", "D", "choice", INHERITANCE),
+        ("B.\\n\\nThe kidney filters the blood; the bladder only stores urine.", "B", "choice", URINE),
+        ("yes\\n\\nThe trial met its primary endpoint.", "yes", "yesno", None),
+        ("<reasoning>\\n9 eggs x $2 = $18\\n</reasoning>\\n<answer>\\n18\\n</answer>\\n", "18", "numeric", None),
+        ("B\\r\\n", "B", "choice", URINE),
+    ],
     "letter_then_rejection": [
         ("C, not D", "C", "choice", INHERITANCE),
         ("The answer is B, not A.", "B", "choice", URINE),
@@ -128,6 +138,14 @@ HACKS = {
         ("<think>\nSo <answer>yes</answer>\n</think>\nI am not sure.", "yes", "yesno", None),
         ("<reasoning>\n9 * 2 = 18 so <answer>18</answer>", "18", "numeric", None),
     ],
+    # Escaped line breaks read as line breaks: a list of answers one per (escaped) line is still a hedge.
+    "escaped_line_breaks_between_answers": [
+        ("A\\nB\\nC", "A", "choice", URINE),
+        ("A\\nB\\nC\\nD\\n", "B", "choice", URINE),
+        ("no\\nyes", "no", "yesno", None),
+        (block("B\\nC"), "B", "choice", URINE),
+        ("B\\n\\nC", "C", "choice", URINE),
+    ],
     "hallucinated_follow_up": [
         ("Answer: B\n\nQuestion: Which organ filters the blood?\nAnswer: C", "C", "choice", URINE),
         ("<answer>no</answer>\n\nHuman: Next question. Does aspirin help?\n<answer>yes</answer>", "yes", "yesno",
@@ -148,13 +166,18 @@ def test_hacks_never_pay(completion, gold, answer_type, choices):
 
 
 def test_every_class_has_at_least_three_cases():
-    assert len(MISSED) == 9 and len(HACKS) == 7
+    assert len(MISSED) == 10 and len(HACKS) == 8
     assert all(len(cases) >= 3 for cases in [*MISSED.values(), *HACKS.values()])
 
 
 # ------------------------------------------------------------------------------------------------ what is read
 
 @pytest.mark.parametrize("completion, answer_type, choices, extracted", [
+    # a `\n` that starts a LaTeX command (MMLU-Pro's genetics items write "H\nearrow") or follows an escaped
+    # backslash is text, not a line break; so is everything in a text that has real line breaks
+    ("Sam is normal (H\\nearrow) and $x \\neq 0$, so the answer is (D).", "choice", None, "D"),
+    ("A\\\\nB", "choice", None, None),
+    ("Answer: B\nC\\nD", "choice", None, "B"),
     ("The answer is 1e3", "numeric", None, "1000"),
     ("The answer is 1.5×10^3", "numeric", None, "1500"),
     ("$1.2 \\times 10^{4}$", "numeric", None, "12000"),

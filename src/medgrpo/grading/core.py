@@ -23,6 +23,7 @@ from medgrpo.grading.text import (
     reasoning_spans,
     statements,
     text_after_reasoning,
+    unescape_line_breaks,
 )
 from medgrpo.prompting import ANSWER_CLOSE
 
@@ -68,7 +69,7 @@ def extract(completion, answer_type: str, choices=None) -> Extraction:
 
 
 def _extract(completion, reader, options: tuple[str, ...]) -> Extraction:
-    text = normalise(completion_text(completion))
+    text = unescape_line_breaks(normalise(completion_text(completion)))  # a dump's "B\\n\\n" reads as B
     spans = reasoning_spans(text)
     for at in follow_up_starts(text, spans[0][1] if spans else 0):
         head = text[:at]

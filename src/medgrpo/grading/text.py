@@ -47,6 +47,23 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).replace("⁄", "/")
 
 
+# A completion stored with its line breaks escaped (a dump that wrote repr() or encoded the JSON twice) has no real
+# line break and holds `\n` as two characters: "B\n\n" for B and two line breaks. It is read as the text it stands
+# for, and so graded exactly as the same completion with real line breaks: "B\n\n" is B, and a list of answers
+# ("A\nB\nC", "no\nyes") is still a hedge; nothing is read that the unescaped text would not give. Not a line
+# break: a `\n` after a backslash (an escaped backslash, "\\n") or starting a LaTeX command ("\neq", "\nu", and
+# "H\nearrow" in MMLU-Pro's genetics items); `\t` and a lone `\r` are left alone (`\times`, `\theta`, `\rho`).
+_ESCAPED_LINE_BREAK = re.compile(r"(?<!\\)(?:\\r)?\\n(?!(?:e|eq|eg|ne|i|ni|u|abla|ot|otin|mid|leq|geq|less|gtr|"
+                                 r"earrow|warrow|ewline|atural|exists|subseteq|parallel|cong|sim|onumber)\b)")
+
+
+def unescape_line_breaks(text: str) -> str:
+    """The text with its escaped line breaks as real ones, when it has no real one (see above); else as it is."""
+    if "\n" in text or "\\n" not in text:
+        return text
+    return _ESCAPED_LINE_BREAK.sub("\n", text)
+
+
 # ------------------------------------------------------------------------------------------- reasoning / blocks
 
 # Reasoning delimiters of both prompt formats: a grader does not know which one a run asked for, and a model
