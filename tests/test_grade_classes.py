@@ -173,9 +173,8 @@ def test_every_class_has_at_least_three_cases():
 # ------------------------------------------------------------------------------------------------ what is read
 
 @pytest.mark.parametrize("completion, answer_type, choices, extracted", [
-    # a `\n` that starts a LaTeX command (MMLU-Pro's genetics items write "H\nearrow") or follows an escaped
-    # backslash is text, not a line break; so is everything in a text that has real line breaks
-    ("Sam is normal (H\\nearrow) and $x \\neq 0$, so the answer is (D).", "choice", None, "D"),
+    # a `\n` that follows an escaped backslash is text, not a line break; so is everything in a text that has
+    # real line breaks (LaTeX commands: test_latex_commands_in_real_one_line_completions_stay_text)
     ("A\\\\nB", "choice", None, None),
     ("Answer: B\nC\\nD", "choice", None, "B"),
     ("The answer is 1e3", "numeric", None, "1000"),
@@ -232,3 +231,28 @@ def test_open_answers_are_extracted_not_graded():
     graded = grade(block("Rest and fluids."), "Hydration and rest", "open")
     assert (graded.extracted, graded.extracted_strict, graded.correct) == ("Rest and fluids.", "Rest and fluids.", None)
     assert grade("<think>\nstill thinking", "Rest", "open").extracted is None
+
+
+# Real one-line completions from MMLU-Pro's published outputs (TIGER-AI-Lab/MMLU-Pro eval_results/
+# model_outputs_<model>_5shots.zip @ 964a136, Apache-2.0; questions MIT): no real line break, and `\n` only as the
+# start of a LaTeX command. Each states its answer as "The answer is (X)"; a careful human reads X.
+REAL_LATEX_ONE_LINERS = [
+    ("mathstral-7B, biology 2957", " The genotype of Sally and Sam must be HH and H\\nearrow, respectively, because "
+     "they are normal and hemophilia is X-linked recessive. Saul, being a hemophiliac, must have the genotype "
+     "h\\nearrow. Sarah, being normal, must have the genotype HH. Sheryl, being normal, must have the genotype Hh. "
+     "Solomon, being a hemophiliac, must have the genotype h\\nearrow. Shirley, being normal, must have the genotype "
+     "Hh. The answer is (A).", "A"),
+    ("mathstral-7B, engineering 12074", " The voltage across a capacitor is given by the integral of the current "
+     "through it. So we have that \\nu_c(t) = \\int i_C(t) dt = \\int cos(10^6 t) dt = sin(10^6 t) / 10^6 + C. Since "
+     "the initial voltage is 1, we have that C = 1, so \\nu_c(t) = sin(10^6 t) / 10^6 + 1. The answer is (B).", "B"),
+    ("jamba-1.5-large, economics 7375", "The equation $y_{it} = \\alpha + \\beta_{it} + \\mu_i + \\nu_{it}$ best "
+     "represents a panel data model. The answer is (H).", "H"),
+]
+
+
+@pytest.mark.parametrize("source, completion, stated", REAL_LATEX_ONE_LINERS, ids=[s for s, _, _ in REAL_LATEX_ONE_LINERS])
+def test_latex_commands_in_real_one_line_completions_stay_text(source, completion, stated):
+    from medgrpo.grading.text import unescape_line_breaks
+
+    assert unescape_line_breaks(completion) == completion
+    assert extract(completion, "choice").extracted == stated

@@ -51,10 +51,12 @@ def normalise(text: str) -> str:
 # line break and holds `\n` as two characters: "B\n\n" for B and two line breaks. It is read as the text it stands
 # for, and so graded exactly as the same completion with real line breaks: "B\n\n" is B, and a list of answers
 # ("A\nB\nC", "no\nyes") is still a hedge; nothing is read that the unescaped text would not give. Not a line
-# break: a `\n` after a backslash (an escaped backslash, "\\n") or starting a LaTeX command ("\neq", "\nu", and
-# "H\nearrow" in MMLU-Pro's genetics items); `\t` and a lone `\r` are left alone (`\times`, `\theta`, `\rho`).
+# break: a `\n` after a backslash (an escaped backslash, "\\n") or starting a LaTeX command ("\neq", "\nu_L",
+# "H\nearrow"). 470 of MMLU-Pro's published one-line completions hold such commands: all read the same with this
+# rule (decoding those commands too changed one). `\t` and a lone `\r` stay text (`\times`, `\theta`, `\rho`).
 _ESCAPED_LINE_BREAK = re.compile(r"(?<!\\)(?:\\r)?\\n(?!(?:e|eq|eg|ne|i|ni|u|abla|ot|otin|mid|leq|geq|less|gtr|"
-                                 r"earrow|warrow|ewline|atural|exists|subseteq|parallel|cong|sim|onumber)\b)")
+                                 r"earrow|warrow|ewline|atural|exists|subseteq|parallel|cong|sim|onumber)"
+                                 r"(?![A-Za-z]))")
 
 
 def unescape_line_breaks(text: str) -> str:
