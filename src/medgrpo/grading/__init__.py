@@ -11,6 +11,9 @@ One grader behind the rewards, the evaluation and the CLI.
 
 Where the final answer is (every answer type)
 - The text is NFKC-normalised first: full-width letters, digits and colons ("Ｂ", "Answer：B") read as plain ones.
+- A completion stored with its line breaks escaped (no real line break; "\\n" as the two characters) reads as
+  the text it stands for: "B\\n\\n" is B, and "A\\nB\\nC" is the hedge it is with real line breaks. A "\\n" that
+  starts a LaTeX command ("\\nu", "\\neq", "\\nearrow") or follows a backslash stays text.
 - Reasoning (<reasoning>/<think> ... close tag, also "</thinking>", "<end think>"; a close tag before any
   opening tag ends reasoning that began in the prompt; a later stray close tag is ignored) is working, not an
   answer. A reasoning block that never closes (a truncated completion) gives no answer. An <answer> block inside
