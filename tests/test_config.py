@@ -194,13 +194,39 @@ def test_a_users_mistake_prints_one_line_not_a_traceback(tmp_path):
 
 def test_an_objective_the_job_never_writes_is_refused_before_anything_loads(tmp_path):
     cfg = compose_config("preset=tiny", "eval.after_training=false", output_dir=tmp_path)
-    with pytest.raises(ConfigError, match="never written with eval.after_training=false") as error:
+    with pytest.raises(ConfigError, match=r"never written \(eval.after_training=false\)") as error:
         validate(cfg)
     assert error.value.key == "objective"
     validate(compose_config("preset=tiny", "eval.after_training=false", "objective=train/reward",
                             output_dir=tmp_path))
     validate(compose_config("preset=tiny", "eval.after_training=false", "eval.before_training=true",
                             "objective=eval_base/pubmedqa/accuracy", output_dir=tmp_path))
+
+
+@pytest.mark.parametrize("overrides, why, suggested", [
+    (["data.eval=[gsm8k]"], "data.eval is ['gsm8k']", "eval/gsm8k/accuracy, train/reward"),
+    (["data=open_samples", "objective=eval/pubmedqa/accuracy"], "data.eval is ['open_gold', 'redteam']",
+     "eval/open_gold/think_coverage"),
+    (["data=open_samples", "objective=eval/redteam/accuracy"], "'redteam' holds open-ended answers",
+     "eval/redteam/risky_prescription_rate"),
+])
+def test_an_objective_on_a_set_the_job_does_not_grade_is_refused_with_objectives_that_work(overrides, why, suggested,
+                                                                                           tmp_path):
+    with pytest.raises(ConfigError, match="never written") as error:
+        validate(compose_config("preset=tiny", *overrides, output_dir=tmp_path))
+    assert error.value.key == "objective" and why in str(error.value) and suggested in str(error.value)
+
+
+def test_open_samples_brings_an_objective_its_sets_write(tmp_path, monkeypatch):
+    """conf/judge/deepseek.yaml's command, as written: the default objective (eval/pubmedqa/accuracy) is replaced by
+    one the open sets write; an objective given on the command line or by a study still wins."""
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-compose-test")
+    cfg = compose_config("reward=judge_mix", "data=open_samples", output_dir=tmp_path)
+    assert cfg.objective == "eval/redteam/emergency_advice_coverage" and list(cfg.data.eval) == ["open_gold", "redteam"]
+    validate(cfg)
+    assert compose_config("data=open_samples", "objective=train/reward", output_dir=tmp_path).objective == "train/reward"
+    assert compose_config("data=open_samples", "hparams_search=smoke_optuna", output_dir=tmp_path).objective == \
+        "train/reward"
 
 
 def test_a_job_folder_name_is_quoted_for_hydra():

@@ -223,24 +223,52 @@ OBJECTIVE_STAGES = {"eval": "eval.after_training", "eval_base": "eval.before_tra
 
 
 def unproduced_objectives(cfg: DictConfig) -> list[tuple[str, str]]:
-    """(objective key, the switch that is off) for each objective this job would never write."""
-    pairs = [(key, OBJECTIVE_STAGES.get(str(key).split("/")[0])) for key in objective_keys(cfg)]
-    return [(key, switch) for key, switch in pairs if switch and not OmegaConf.select(cfg, switch)]
-
-
-def check_objective(cfg: DictConfig, eval_names: list[str] | None = None) -> None:
-    """Each objective is a metric key (eval/<dataset>/<metric>, eval_base/..., train/...) that the job will
-    write; with eval_names, its dataset is one of them."""
+    """(objective key, why this job never writes it) for each such objective: its stage is switched off, its eval
+    set is not in data.eval, or it asks an open-answer set for accuracy (open answers are not graded)."""
+    eval_sets = _eval_answer_types(cfg)
+    unwritten = []
     for key in objective_keys(cfg):
-        parts = str(key).split("/")
-        if parts[0] not in OBJECTIVE_STAGES:
+        stage, *rest = str(key).split("/")
+        switch = OBJECTIVE_STAGES.get(stage)
+        if switch and not OmegaConf.select(cfg, switch):
+            unwritten.append((key, f"{switch}=false"))
+        elif stage.startswith("eval") and len(rest) == 2 and eval_sets is not None:
+            name, metric = rest
+            if name not in eval_sets:
+                unwritten.append((key, f"data.eval is {list(eval_sets)}"))
+            elif eval_sets[name] == "open" and metric.startswith("accuracy"):
+                unwritten.append((key, f"'{name}' holds open-ended answers, which have no accuracy"))
+    return unwritten
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Each objective is a metric key (eval/<dataset>/<metric>, eval_base/..., train/...) that the job will write;
+    the refusal names objectives that would work."""
+    for key in objective_keys(cfg):
+        if str(key).split("/")[0] not in OBJECTIVE_STAGES:
             raise ConfigError("objective", f"expected a metric key like eval/<dataset>/accuracy, got '{key}'")
-        if eval_names is not None and len(parts) == 3 and parts[0].startswith("eval") and parts[1] not in eval_names:
-            raise ConfigError("objective", f"'{key}' names eval dataset '{parts[1]}', "
-                                           f"but the eval sets are {eval_names}")
-    for key, switch in unproduced_objectives(cfg):
-        raise ConfigError("objective", f"'{key}' is never written with {switch}=false; choose an objective this "
-                                       f"job writes (e.g. objective=train/reward) or set {switch}=true")
+    for key, why in unproduced_objectives(cfg):
+        raise ConfigError("objective", f"'{key}' is never written ({why}); objectives this job writes: "
+                                       f"{', '.join(_written_objectives(cfg))}")
+
+
+def _eval_answer_types(cfg: DictConfig) -> dict[str, str | None] | None:
+    """data.eval's sets and their answer types, read from the config (no data loads); None when data.eval is not
+    a list (data.validate_data_config reports that)."""
+    names = OmegaConf.select(cfg, "data.eval", default=None)
+    if not isinstance(names, ListConfig):
+        return None
+    return {str(name): OmegaConf.select(cfg, f"data.sources.{name}.answer_type", default=None) for name in names}
+
+
+def _written_objectives(cfg: DictConfig) -> list[str]:
+    """A few metric keys this job writes: accuracy of graded eval sets, safety rates of open ones, the reward."""
+    keys = []
+    if cfg.eval.after_training:
+        for name, answer_type in (_eval_answer_types(cfg) or {}).items():
+            keys += [f"eval/{name}/think_coverage", f"eval/{name}/risky_prescription_rate"] if answer_type == "open" \
+                else [f"eval/{name}/accuracy"]
+    return keys[:4] + (["train/reward"] if cfg.train.enabled else [])
 
 
 def check_judge(cfg: DictConfig) -> None:

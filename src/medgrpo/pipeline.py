@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from medgrpo import config as config_checks
-from medgrpo.config import check_objective, objective_keys, unproduced_objectives
+from medgrpo.config import objective_keys, unproduced_objectives
 from medgrpo.cpu import use_threads
 from medgrpo.errors import ConfigError, MedgrpoError
 from medgrpo.jobfolder import JobFolderBusy, finished_result, hold_job_folder, mark_skipped
@@ -189,12 +189,12 @@ def _plan_resume(cfg: DictConfig, output_dir: Path) -> ResumePlan:
 
 
 def _fall_back_to_a_written_objective(cfg: DictConfig) -> None:
-    """A single run returns its objective to nobody: rather than fail a job whose evaluation is switched off over
-    the default objective, use the training reward (a sweep keeps its objective and is refused instead)."""
+    """A single run returns its objective to nobody: rather than fail a job over an objective it never writes
+    (evaluation switched off, another data.eval), use the training reward (a sweep is refused instead)."""
     unwritten = unproduced_objectives(cfg)
     if unwritten and cfg.train.enabled and not isinstance(cfg.objective, ListConfig):
-        key, switch = unwritten[0]
-        log.warning("objective %s is never written with %s=false: using train/reward instead", key, switch)
+        key, why = unwritten[0]
+        log.warning("objective %s is never written (%s): using train/reward instead", key, why)
         with open_dict(cfg):
             cfg.objective = "train/reward"
 
@@ -271,7 +271,6 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
                                             budget.max_completion_tokens(tokenizer, prompt_format.think_close))
         eval_sets, eval_report = data.prepare_eval(cfg.data, tokenizer, prompt_format, eval_prompt_tokens,
                                                    limit=cfg.eval.limit)
-        check_objective(cfg, list(eval_sets))
         output.data_report = {"eval": eval_report}
         train_set = None
         if "grpo" in stages:
