@@ -1,6 +1,6 @@
 """Benchmark: two tiny SFT jobs at the same time against the same two back to back, on this machine's cores.
 
-    python -m benchmarks.bench_side_by_side [--steps 40] [--arrangements sweep,independent,alone]
+    python -m benchmarks.bench_side_by_side [--steps 40] [--arrangements sweep,independent,alone,steps]
 
 What a sweep with a parallel launcher does, and what a laptop does while its owner works. Two arrangements:
 - sweep: `python src/run.py -m hydra/launcher=submitit_local seed=1,2 ...` runs both jobs at once, each in its own
@@ -9,6 +9,9 @@ What a sweep with a parallel launcher does, and what a laptop does while its own
   two run one after the other.
 - alone: what waiting without spinning (cpu.wait_policy=passive, the default) costs one job alone, against libgomp's
   default (cpu.wait_policy=null: spin ~3 ms at each barrier). Meaningful on an idle machine only.
+- steps: the cause, without a job around it: seconds and CPU seconds per tiny_learner training step (batch 8 x 400
+  tokens) with 2 spinning threads (libgomp's default), 2 sleeping ones (OMP_WAIT_POLICY=PASSIVE) or 1 thread; one
+  process alone, then two at once. Spinning shows as CPU time per step far above the work's.
 Each job: SFT of tiny_learner for --steps steps (stage.sft.cache=false, so every job trains), then a 2-item
 evaluation. Reported per arrangement and mode: wall seconds, CPU seconds the jobs used (getrusage of the finished
 children: threads spinning on each other show here as CPU time well above the useful work), each job's SFT seconds
@@ -130,6 +133,56 @@ def alone(steps: int, cache: Path, wait_policy: str):
     return run
 
 
+STEP_SETTINGS = {"2_threads_spinning": (2, None), "2_threads_passive": (2, "PASSIVE"), "1_thread": (1, "PASSIVE")}
+
+
+def step_probe(threads: int, steps: int) -> None:
+    """In a child process: time `steps` training steps of the tiny_learner architecture (random weights, random
+    tokens) and print seconds and CPU seconds per step as JSON."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from medgrpo.tiny import ARCHITECTURES
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=2048, **ARCHITECTURES["tiny_learner"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, 2048, (8, 400))
+
+    def step() -> None:
+        model(input_ids=tokens, labels=tokens).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()  # warm-up
+    begin, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(steps):
+        step()
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (end.ru_utime - used.ru_utime) + (end.ru_stime - used.ru_stime)
+    print(json.dumps({"s_per_step": (time.perf_counter() - begin) / steps, "cpu_s_per_step": cpu / steps}))
+
+
+def steps_arrangement(steps: int) -> dict:
+    """Each thread setting alone, then two processes at once, each with the load average through it."""
+    result = {}
+    for processes in (1, 2):
+        for name, (threads, wait_policy) in STEP_SETTINGS.items():
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+            env.update({"OMP_WAIT_POLICY": wait_policy} if wait_policy else {})
+            with LoadSampler() as load:
+                children = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_side_by_side", "--step-probe",
+                                              str(threads), "--probe-steps", str(steps)], cwd=ROOT, env=env,
+                                             stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+                outputs = [json.loads(child.communicate()[0]) for child in children]
+            result[f"{name}_x{processes}"] = {
+                "s_per_step": [round(o["s_per_step"], 3) for o in outputs],
+                "cpu_s_per_step": [round(o["cpu_s_per_step"], 3) for o in outputs], "load": load.summary()}
+            print(name, processes, json.dumps(result[f"{name}_x{processes}"]), flush=True)
+    return result
+
+
 def compare(name: str, steps: int, cache: Path, work: Path) -> dict:
     """Both modes of one arrangement, measured one after the other, and the ratio of their wall times."""
     if name == "alone":
@@ -148,16 +201,22 @@ def compare(name: str, steps: int, cache: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40, help="SFT steps per job")
-    parser.add_argument("--arrangements", default="sweep,independent,alone")
+    parser.add_argument("--arrangements", default="sweep,independent,alone,steps")
+    parser.add_argument("--probe-steps", type=int, default=10, help="training steps per process in `steps`")
+    parser.add_argument("--step-probe", type=int, default=None, help=argparse.SUPPRESS)  # a child of `steps`
     args = parser.parse_args()
+    if args.step_probe is not None:
+        return step_probe(args.step_probe, args.probe_steps)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-side-by-side-") as tmp:
         work, cache = Path(tmp), Path(tmp) / "cache"
-        # the tiny model, the tokenizer and the prepared data, built outside the timings
-        warmup = work / "warmup.log"
-        wait_all([start([*job_overrides(1, cache), f"hydra.run.dir={work / 'warmup'}"], warmup)], [warmup])
-        for name in args.arrangements.split(","):
-            results[name] = compare(name, args.steps, cache, work)
+        arrangements = args.arrangements.split(",")
+        if set(arrangements) - {"steps"}:  # the tiny model, tokenizer and prepared data, built outside the timings
+            warmup = work / "warmup.log"
+            wait_all([start([*job_overrides(1, cache), f"hydra.run.dir={work / 'warmup'}"], warmup)], [warmup])
+        for name in arrangements:
+            results[name] = steps_arrangement(args.probe_steps) if name == "steps" else \
+                compare(name, args.steps, cache, work)
             print(name, json.dumps(results[name]), flush=True)
     ratios = [r["ratio_side_by_side_over_back_to_back"] for r in results.values()
               if "ratio_side_by_side_over_back_to_back" in r]
@@ -165,7 +224,8 @@ def main() -> None:
         "target_ratio": TARGET_RATIO,
         "meets_target": all(ratio <= TARGET_RATIO for ratio in ratios),
         **results,
-        "settings": {"steps": args.steps, "job": job_overrides(args.steps, Path("<cache>")),
+        "settings": {"steps": args.steps, "probe_steps": args.probe_steps,
+                     "job": job_overrides(args.steps, Path("<cache>")),
                      "environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}},
     })
 

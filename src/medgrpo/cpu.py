@@ -1,10 +1,10 @@
 """How many CPU threads a job's torch uses, and how its idle threads wait: sized to the cores the job really has.
 
-Measured on a shared 2-core machine (issue 29; benchmarks/bench_side_by_side.py): torch's OpenMP pool had one thread
-per core in every process, and libgomp's idle threads spin for ~3 ms at every barrier, waiting for a sibling that
-another process holds the core of. Two tiny SFT processes at once took 15 s a step each, where one alone took
-1.5-5 s under the same outside load; their CPU time per step went from 0.6 s (the work) to 3.4 s (mostly spinning).
-With one thread each, or with waiting threads that sleep, the CPU time stayed at the work's 0.6 s. Hence, per job:
+Measured on a shared 2-core machine (issue 29; a tiny_learner training step, batch 8 x 400 tokens): torch's OpenMP
+pool had one thread per core in every process, and libgomp's waiting threads spin (~3 ms at every barrier) for a
+sibling whose core another process holds. Alone under an outside load of 3-4, a step took 2.3-3.6 s with 2 spinning
+threads, 0.95 s with 2 sleeping ones or with 1 thread; two such processes at once (load 5): 7.9 s a step each with
+spinning threads, 1.1-1.4 s without; CPU time per step 3.0 s against the work's 0.6 s. Hence, per job:
 - threads (`cpu.threads`, else OMP_NUM_THREADS, else the launcher's cpus_per_task, else the CPUs this process may run
   on: os.sched_getaffinity, which taskset, cgroup cpusets and SLURM narrow), logged and written to results.json;
 - `cpu.wait_policy` (OMP_WAIT_POLICY, read by libgomp when torch loads: src/run.py sets it first): passive threads
