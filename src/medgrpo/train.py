@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medgrpo.backends import Policy
+from medgrpo.backends.vllm_engines import track_engine
 from medgrpo.results import write_jsonl_atomic
 from medgrpo.resume import ResumeCallback, ResumePlan, StopAtStepEnd, prepare_trainer
 from medgrpo.signals import raise_if_stopped
@@ -68,8 +69,10 @@ def grpo_settings(grpo_cfg: DictConfig, *, seed: int, use_vllm: bool, reward_wei
         fp16=on_cuda and not torch.cuda.is_bf16_supported(),
         remove_unused_columns=False,  # rewards read answer/answer_type/choices columns
     )
-    # Unsloth's patched trainer generates rollouts with the vLLM engine it attached to the model.
-    settings.setdefault("use_vllm", use_vllm)
+    # grpo.use_vllm null: the backend decides (Unsloth's patched trainer generates rollouts with the vLLM engine it
+    # attached to the model); true on the hf backend: TRL's own vLLM (grpo.vllm_mode).
+    if settings.get("use_vllm") is None:
+        settings["use_vllm"] = use_vllm
     return settings
 
 
@@ -151,6 +154,7 @@ def train(
         callbacks=[*(callbacks or []), StopAtStepEnd(), ResumeCallback(resume)],
     )
     held = held_grpo_config(trainer.args, settings, grpo_cfg)  # before step 1: refuse a silently changed objective
+    track_engine(getattr(getattr(trainer, "vllm_generation", None), "llm", None))  # TRL's colocated vLLM, if any
     log.info("GRPO: %d steps, %d completions per prompt, %d train prompts",
              args.max_steps, args.num_generations, len(train_dataset))
     guard_trainer_reporting(trainer)  # a W&B failure mid-run costs the tracking, not the job

@@ -24,6 +24,7 @@ class Policy:
     tokenizer: Any      # left-padding tokenizer with a chat template and a pad token
     backend: str        # "hf" | "unsloth"
     model_path: str     # where the base weights came from (hub id or local dir)
+    vllm: Any = None    # the vllm.LLM evaluation generates with (Unsloth's, or the hf backend's), or None
 
 
 PEFT_METHODS = ("lora", "dora", "prefix", "ptuning", "full")
@@ -141,10 +142,15 @@ def resolve_model_path(model_cfg: DictConfig) -> str:
 
 def load_policy(backend: str, model_cfg: DictConfig, lora: LoraSpec, *, backend_cfg: DictConfig | None = None,
                 model_path: str | None = None, tokenizer=None, adapter_path: str | Path | None = None,
-                trainable: bool = True, seed: int = 0) -> Policy:
+                trainable: bool = True, seed: int = 0, vllm_eval: bool = False) -> Policy:
     """Load base model + tokenizer and attach LoRA: a new trainable one, or the saved `adapter_path`.
     `model_path` defaults to resolve_model_path(model_cfg); pass the `tokenizer` already loaded for data
-    preparation to load it only once (the hf backend uses it; Unsloth loads its own)."""
+    preparation to load it only once (the hf backend uses it; Unsloth loads its own). `vllm_eval`: the hf backend
+    also starts a vLLM engine for evaluation (Unsloth's follows backend.fast_inference).
+    Every vLLM engine an earlier job of this process left (any backend's, TRL's colocated one) is released first."""
+    from medgrpo.backends.vllm_engines import release_vllm_engines
+
+    release_vllm_engines()
     model_path = model_path or resolve_model_path(model_cfg)
     log.info("Loading %s with backend=%s", model_path, backend)
     if backend == "unsloth":
@@ -153,4 +159,10 @@ def load_policy(backend: str, model_cfg: DictConfig, lora: LoraSpec, *, backend_
         return load_unsloth_policy(model_cfg, lora, backend_cfg, model_path, adapter_path, trainable, seed)
     from medgrpo.backends.hf import load_hf_policy
 
-    return load_hf_policy(model_cfg, lora, model_path, adapter_path, trainable, tokenizer)
+    policy = load_hf_policy(model_cfg, lora, model_path, adapter_path, trainable, tokenizer)
+    if vllm_eval:
+        from medgrpo.backends.vllm_engines import start_eval_engine
+
+        policy.vllm = start_eval_engine(model_cfg, model_path, lora, adapter_path,
+                                        backend_cfg.gpu_memory_utilization, seed)
+    return policy

@@ -10,7 +10,8 @@ from medgrpo.backends import LoraSpec, Policy, cuda_available
 from medgrpo.errors import ConfigError
 
 
-def _dtype(name: str) -> torch.dtype | str:
+def torch_dtype(name: str) -> torch.dtype:
+    """model.dtype as the dtype the weights load in (auto: bfloat16 or float16 on CUDA, float32 on CPU)."""
     if name == "auto":
         if cuda_available():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -36,7 +37,7 @@ def load_hf_policy(model_cfg: DictConfig, lora: LoraSpec, model_path: str, adapt
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     tokenizer = tokenizer or load_tokenizer(model_path, model_cfg.trust_remote_code)
-    dtype = _dtype(model_cfg.dtype)
+    dtype = torch_dtype(model_cfg.dtype)
     quantization = None
     if lora.load_in_4bit:
         quantization = BitsAndBytesConfig(

@@ -6,7 +6,6 @@ model's vLLM engine with medgrpo.evaluation.engine.VLLMEngine.
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -16,11 +15,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from medgrpo.backends import LoraSpec, Policy
+from medgrpo.backends.vllm_engines import track_engine
 from medgrpo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 STANDBY_ENV = "UNSLOTH_VLLM_STANDBY"
-_loaded_engines: list = []  # the vLLM engine of the job that loaded last in this process
 
 
 def import_unsloth(standby: bool):
@@ -39,21 +38,6 @@ def import_unsloth(standby: bool):
     import unsloth  # noqa: F401  (patches trl, transformers and vLLM on import)
 
     return unsloth
-
-
-def release_vllm_engines() -> None:
-    """Free the vLLM engine (weights and KV-cache pool) a previous job in this process left behind: a sweep in
-    one process would otherwise hold one engine per job until the GPU runs out of memory."""
-    if not _loaded_engines:
-        return
-    import torch
-    from unsloth_zoo.vllm_utils import delete_vllm
-
-    while _loaded_engines:
-        log.info("Freeing the previous job's vLLM engine")
-        delete_vllm(_loaded_engines.pop())
-    gc.collect()
-    torch.cuda.empty_cache()
 
 
 def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: DictConfig, model_path: str,
@@ -76,7 +60,6 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
     import_unsloth(bool(backend_cfg.standby))
     from unsloth import FastLanguageModel
 
-    release_vllm_engines()
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(adapter_path) if adapter_path is not None else model_path,
         max_seq_length=model_cfg.max_seq_length,
@@ -87,8 +70,11 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
         trust_remote_code=model_cfg.trust_remote_code,
         **({"unsloth_vllm_standby": True} if backend_cfg.standby else {}),
     )
-    if getattr(model, "vllm_engine", None) is not None:
-        _loaded_engines.append(model.vllm_engine)
+    engine = getattr(model, "vllm_engine", None)
+    if engine is not None:  # released by the next job's load (medgrpo.backends.vllm_engines)
+        from unsloth_zoo.vllm_utils import delete_vllm
+
+        track_engine(engine, release=delete_vllm)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -101,7 +87,7 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
         )
     elif not trainable:
         FastLanguageModel.for_inference(model)  # evaluation only: Unsloth's inference mode
-    return Policy(model=model, tokenizer=tokenizer, backend="unsloth", model_path=model_path)
+    return Policy(model=model, tokenizer=tokenizer, backend="unsloth", model_path=model_path, vllm=engine)
 
 
 def import_first_when_chosen(backend_cfg: DictConfig) -> None:
