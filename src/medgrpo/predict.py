@@ -212,9 +212,7 @@ class Predictor:
     def load(cls, cfg: DictConfig, adapter: Path | None, name: str, batch_size: int | None = None,
              max_new_tokens: int | None = None) -> "Predictor":
         from medgrpo.backends import LoraSpec, load_policy, resolve_backend, resolve_model_path
-        from medgrpo.evaluation.budget import Budget
-        from medgrpo.evaluation.engine import HFEngine, Sampling, VLLMEngine, check_engine_request, choose_engine
-        from medgrpo.prompting import PromptFormat
+        from medgrpo.evaluation.engine import check_engine_request
 
         lora = LoraSpec.from_config(cfg.lora)
         backend = resolve_backend(cfg.backend, lora)
@@ -223,7 +221,16 @@ class Predictor:
         log.info("%s: loading %s%s", name, cfg.model.name_or_path, f" with adapter {adapter}" if adapter else "")
         policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
                              adapter_path=adapter, trainable=False, seed=cfg.seed, vllm_eval=vllm_eval)
-        # the engines EvalRunner builds, with the job's eval settings
+        return cls.for_policy(cfg, policy, name, batch_size, max_new_tokens)
+
+    @classmethod
+    def for_policy(cls, cfg: DictConfig, policy, name: str, batch_size: int | None = None,
+                   max_new_tokens: int | None = None) -> "Predictor":
+        """A loaded policy with the engine EvalRunner would build for it, and the job's eval settings."""
+        from medgrpo.evaluation.budget import Budget
+        from medgrpo.evaluation.engine import HFEngine, Sampling, VLLMEngine, choose_engine
+        from medgrpo.prompting import PromptFormat
+
         if choose_engine(cfg.eval.engine, policy) == "vllm":
             engine = VLLMEngine(policy)
         else:

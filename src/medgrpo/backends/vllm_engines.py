@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ CPU_KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # (engine, what else frees it): every vLLM engine started in this process and not yet released.
 _engines: list[tuple[Any, Callable | None]] = []
+_kept = 0  # > 0 inside keep_vllm_engines()
 _lora_ids = itertools.count(1)
 
 
@@ -54,7 +56,7 @@ def release_vllm_engines() -> None:
     executor, scheduler and distributed state). unsloth_zoo's delete_vllm never calls it. So each engine is shut
     down through its engine-core client (vllm/v1/engine/core_client.py shutdown, in-process or not), then the
     garbage is collected and the CUDA cache emptied."""
-    if not _engines:
+    if not _engines or _kept:
         return
     while _engines:
         llm, release = _engines.pop()
@@ -69,6 +71,18 @@ def release_vllm_engines() -> None:
         import torch
 
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def keep_vllm_engines():
+    """Model loads within keep the engines already running: for one process that needs two models at once (the
+    chat page's side by side), not for a sweep's next job."""
+    global _kept
+    _kept += 1
+    try:
+        yield
+    finally:
+        _kept -= 1
 
 
 def live_engines() -> int:
@@ -137,8 +151,9 @@ def check_vllm_rollouts(grpo_cfg: DictConfig | None, backend_cfg: DictConfig, ba
 
 
 def check_cpu_engine(model_path: str, model_key: str) -> None:
-    """vLLM on CPU (vllm-cpu): the attention kernels support a fixed set of head sizes, and the KV cache is sized
-    by VLLM_CPU_KVCACHE_SPACE (GiB), not by a share of the GPU."""
+    """vLLM on CPU (vllm-cpu): its attention kernels support a fixed set of head sizes (another starts, then fails
+    at the first generation: "Unsupported CPU attention configuration"), and VLLM_CPU_KVCACHE_SPACE sizes its KV
+    cache."""
     from transformers import AutoConfig
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
@@ -149,9 +164,10 @@ def check_cpu_engine(model_path: str, model_key: str) -> None:
         raise ConfigError(model_key, f"head size {head_size}, which vLLM's CPU attention does not support (it does "
                                      f"{supported}); use another model or generate without vLLM")
     space = os.environ.get(CPU_KV_CACHE_ENV, "")
-    if not space.isdigit() or int(space) <= 0:
-        raise MedgrpoError(f"environment variable {CPU_KV_CACHE_ENV}: vLLM on CPU needs the GiB of memory its KV "
-                           f"cache may take, a positive integer (e.g. {CPU_KV_CACHE_ENV}=1), got {space!r}")
+    if not space.isdigit() or int(space) <= 0:  # unset, vLLM would reserve a share of all this machine's memory
+        raise MedgrpoError(f"environment variable {CPU_KV_CACHE_ENV}: the GiB of memory vLLM's KV cache takes on "
+                           f"CPU, a positive integer (e.g. {CPU_KV_CACHE_ENV}=1), got {space!r}; unset, vLLM would "
+                           "reserve its gpu_memory_utilization share of all the machine's memory")
 
 
 def vllm_lora_rank(rank: int) -> int:
@@ -173,6 +189,7 @@ def start_eval_engine(model_cfg: DictConfig, model_path: str, lora: LoraSpec, ad
     if adapter_path is not None:
         rank = max(rank, json.loads(Path(adapter_path, "adapter_config.json").read_text())["r"])
     on_cuda = cuda_available()
+    log.info("Starting a vLLM engine for evaluation on %s (LoRA up to rank %d)", model_path, vllm_lora_rank(rank))
     llm = LLM(
         model=model_path,
         dtype=torch_dtype(model_cfg.dtype),
