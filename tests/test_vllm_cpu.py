@@ -71,12 +71,12 @@ def adapters(base_dir, tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def grpo_job(adapters, model_cache, tmp_path_factory) -> Path:
-    """3 GRPO steps from the `start` adapter with TRL's colocated vLLM rollouts, evaluated through the hf backend's
+    """2 GRPO steps from the `start` adapter with TRL's colocated vLLM rollouts, evaluated through the hf backend's
     vLLM engine before and after training, in a folder where an earlier run left its adapter (`stale`)."""
     job = tmp_path_factory.mktemp("grpo") / "job"
     shutil.copytree(adapters.stale, job / "adapter")  # an earlier run's (train.rerun=true or a resumed job)
     done = run_entrypoint(*TINY, *VARIED_REWARD, f"eval.adapter_path={adapters.start}", "grpo.use_vllm=true",
-                          "grpo.vllm_importance_sampling_correction=true", "grpo.beta=0.01", "grpo.max_steps=3",
+                          "grpo.vllm_importance_sampling_correction=true", "grpo.beta=0.01", "grpo.max_steps=2",
                           "eval.engine=vllm", "eval.before_training=true", f"hydra.run.dir={job}",
                           cache=model_cache.parent, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -143,7 +143,7 @@ def test_colocated_vllm_rollouts_follow_the_adapter_being_trained(grpo_job, adap
     from safetensors.torch import load_file
 
     steps = [entry for entry in read_jsonl(grpo_job / "train_log.jsonl") if "kl" in entry]
-    assert len(steps) == 3
+    assert len(steps) == 2
     for entry in steps:
         assert entry["sampling/sampling_logp_difference/mean"] < 0.02, entry
     assert steps[-1]["kl"] > 0.01  # the policy moved away from its start (the reference is the start adapter)
