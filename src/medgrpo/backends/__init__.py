@@ -129,14 +129,29 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def resolve_model_path(model_cfg: DictConfig) -> str:
-    """A hub id or local dir for the base weights; builds a tiny model when model.builder=tiny|tiny_learner."""
-    from medgrpo.tiny import ARCHITECTURES, ensure_tiny_model
+def check_model_builder(model_cfg: DictConfig) -> None:
+    """model.builder is null, a tiny size, or gguf with its package installed (checked without loading anything)."""
+    from medgrpo.packaged_model import locate_gguf
+    from medgrpo.tiny import ARCHITECTURES
 
-    if model_cfg.builder in ARCHITECTURES:
-        return str(ensure_tiny_model(model_cfg.name_or_path, size=model_cfg.builder))
+    builder = model_cfg.get("builder")
+    if builder == "gguf":
+        locate_gguf(model_cfg.gguf)
+    elif builder is not None and builder not in ARCHITECTURES:
+        raise ConfigError("model.builder", f"expected null, gguf or one of {list(ARCHITECTURES)}, got {builder!r}")
+
+
+def resolve_model_path(model_cfg: DictConfig) -> str:
+    """A hub id or local dir for the base weights. model.builder=tiny|tiny_learner builds a tiny random model;
+    gguf converts a GGUF file shipped in a package (medgrpo.packaged_model); each once, into model.name_or_path."""
+    from medgrpo.packaged_model import ensure_gguf_model
+    from medgrpo.tiny import ensure_tiny_model
+
+    check_model_builder(model_cfg)
+    if model_cfg.builder == "gguf":
+        return str(ensure_gguf_model(model_cfg.name_or_path, model_cfg.gguf))
     if model_cfg.builder is not None:
-        raise ConfigError("model.builder", f"expected null or one of {list(ARCHITECTURES)}, got {model_cfg.builder!r}")
+        return str(ensure_tiny_model(model_cfg.name_or_path, size=model_cfg.builder))
     return str(model_cfg.name_or_path)
 
 
