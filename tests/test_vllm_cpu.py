@@ -5,7 +5,9 @@ evaluated while an earlier run's adapter lies on disk, predict, a second EOS id,
 The model is tiny_learner in float32 (head size 32; the 2-layer `tiny` model's 16 is refused by vLLM's CPU
 attention), where greedy vLLM and transformers agree token for token. Adapters leave lm_head out (vLLM refuses LoRA
 on it) and are random (PEFT's init_lora_weights=False), so that each adapter's completions differ from the base
-model's and from another adapter's. One GRPO job (the entrypoint, in a subprocess) is shared by most tests.
+model's and from another adapter's. One GRPO job (the entrypoint, in a subprocess) is shared by most tests. The
+second-EOS test runs on the real model, SmolLM2-135M-Instruct (model=smollm2-135m, head size 64), which ends its
+turns by itself.
 """
 from __future__ import annotations
 
@@ -233,42 +235,48 @@ def test_predict_through_vllm_equals_transformers(trained, grpo_job, tmp_path):
     reference = Predictor.for_policy(cfg, trained.policy, "hf").predict(parse_items(items_file))
     assert read_jsonl(out) == reference
 
-# ---- a second EOS id, read from generation_config.json --------------------------------------------------------------
+# ---- a second EOS id, read from generation_config.json, on the real model ------------------------------------------
 
 
-def test_a_stop_at_the_generation_configs_second_eos_id_ends_the_completion(base_dir, model_cache, tmp_path):
-    """Qwen2.5-Instruct's generation_config.json lists two EOS ids; Unsloth builds its model from config.json alone,
-    so the model object knows one. Here the second is the token the tiny model writes first, and the model object is
-    given the config.json-only generation config: vLLM stops at the second id by itself (stop_reason = that id),
-    and the engine must count it as the end, so that budget forcing appends nothing after it."""
-    from transformers import GenerationConfig
+def test_a_stop_at_the_generation_configs_second_eos_id_ends_the_completion(model_cache, tmp_path):
+    """Qwen2.5-Instruct's generation_config.json lists two EOS ids, and Unsloth builds its model object from
+    config.json alone, so that object may know one. Here SmolLM2-135M-Instruct (model=smollm2-135m) is given the same
+    layout: the tokenizer's EOS is <|endoftext|> and the generation config lists it and <|im_end|>, where the model
+    ends its turns. vLLM stops at <|im_end|> by itself (stop_reason = its id) even when the model object and the stop
+    ids we pass lack it; the engine must count that as the end, so that budget forcing appends nothing after it, and
+    generate what transformers does with the full generation config."""
+    from transformers import AutoTokenizer
     from vllm import SamplingParams
 
-    from medgrpo.backends.hf import load_tokenizer
+    from medgrpo.backends import resolve_model_path
 
-    tokenizer = load_tokenizer(str(base_dir))
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": "Is aspirin an anticoagulant?"}],
-                                             add_generation_prompt=True, tokenize=False)]
-    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in prompts]
-    second_eos = hf_generate(base_dir, None, prompts, 1)[0].tokens[0]
+    smol = compose_config("model=smollm2-135m", f"paths.cache_dir={model_cache.parent}", output_dir=tmp_path).model
     model_dir = tmp_path / "two_eos"
-    shutil.copytree(base_dir, model_dir)
+    shutil.copytree(resolve_model_path(smol), model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    end_of_text, end_of_turn = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    tokenizer.eos_token = "<|endoftext|>"
+    tokenizer.save_pretrained(model_dir)
     (model_dir / "generation_config.json").write_text(json.dumps(
-        {"eos_token_id": [tokenizer.eos_token_id, second_eos], "pad_token_id": tokenizer.pad_token_id}))
+        {"eos_token_id": [end_of_text, end_of_turn], "pad_token_id": end_of_turn}))
     cfg = tiny_config(tmp_path, model_cache, f"model.name_or_path={model_dir}", "model.builder=null")
     policy = load_policy("hf", cfg.model, LoraSpec.from_config(cfg.lora), backend_cfg=cfg.backend,
                          model_path=str(model_dir), vllm_eval=True)
-    policy.model.generation_config = GenerationConfig.from_model_config(policy.model.config)  # config.json only
+    questions = ["Is the sky blue? Answer yes or no.", "What is 2 + 3? Answer with the number only."]
+    texts = [policy.tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                                  tokenize=False) for q in questions]
+    prompts = [policy.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    budget = Budget(mode="cap", max_thinking_tokens=40, max_answer_tokens=8)
+    reference = BudgetForcer(HFEngine(policy.model, policy.tokenizer, 8, progress=False), policy.tokenizer, budget,
+                             "</reasoning>").run(prompts, Sampling())
+    assert all(state.ended and not state.forced_close for state in reference)  # short answers, each turn ended
 
-    raw = policy.vllm.generate([{"prompt_token_ids": prompts[0]}], SamplingParams(max_tokens=8, temperature=0),
-                               use_tqdm=False)[0].outputs[0]
-    assert (raw.finish_reason, raw.stop_reason, list(raw.token_ids)) == ("stop", second_eos, [second_eos])
-    generated = VLLMEngine(policy).generate(prompts, 8, [], Sampling())
-    assert [(g.tokens, g.ended) for g in generated] == [([], True)]
-    state, = BudgetForcer(VLLMEngine(policy), tokenizer, Budget(mode="cap", max_thinking_tokens=6,
-                                                                max_answer_tokens=4), "</reasoning>").run(
-        prompts, Sampling())
-    assert state.ended and not state.forced_close and state.tokens == []
+    policy.model.generation_config.eos_token_id = end_of_text  # the model object knows one EOS, as under Unsloth
+    raw = policy.vllm.generate([{"prompt_token_ids": p} for p in prompts], SamplingParams(max_tokens=40, temperature=0),
+                               use_tqdm=False)
+    assert [(out.outputs[0].finish_reason, out.outputs[0].stop_reason) for out in raw] == [("stop", end_of_turn)] * 2
+    through_vllm = BudgetForcer(VLLMEngine(policy), policy.tokenizer, budget, "</reasoning>").run(prompts, Sampling())
+    assert through_vllm == reference  # ended at <|im_end|>, which is not in the completion: nothing appended after it
 
 # ---- refused before load --------------------------------------------------------------------------------------------
 
