@@ -44,6 +44,18 @@ def test_items_from_jsonl_infer_answer_types(tmp_path):
     assert items[2]["choices"] == ["one", "two"] and items[3]["answer"] is None
 
 
+def test_an_input_id_0_is_kept(tmp_path):
+    """0 is an id like any other (it used to become the record number: ids 0, 7 came out as 1, 7, and ids 0, 1 were
+    refused as duplicates); a null or empty id is no id: the record's number stands in."""
+    items = parse_items(write(tmp_path / "in.jsonl", '{"id": 0, "question": "a"}\n{"id": 7, "question": "b"}\n'
+                              '{"id": 1, "question": "c"}\n{"id": null, "question": "d"}\n{"id": "", "question": "e"}\n'
+                              '{"question": "f", "context": 0}\n'))
+    assert [item["id"] for item in items] == ["0", "7", "1", "4", "5", "6"]
+    assert items[5]["context"] == "0"  # a context 0 is text "0", not no context
+    items = parse_items(write(tmp_path / "in.csv", "id,question\n0,a\n1,b\n"))
+    assert [item["id"] for item in items] == ["0", "1"]
+
+
 def test_items_from_csv_with_a_choices_cell(tmp_path):
     items = parse_items(write(tmp_path / "in.csv", 'id,question,choices,answer\nq1,Which organ?,"[\'Liver\', '
                               '\'Spleen\']",B\nq2,Is it safe?,,\n'))

@@ -115,11 +115,12 @@ def parse_items(path: Path) -> list[dict]:
         gold = row.get("answer")
         gold = None if gold in (None, "") else str(gold)
         answer_type = row.get("answer_type") or _answer_type(gold, choices)
-        item_id = str(row.get("id") or number)
+        item_id = str(number) if row.get("id") in (None, "") else str(row["id"])  # an id 0 is an id
         if item_id in seen:
             raise DataError(f"{where}: id '{item_id}' occurs twice; resume needs unique ids")
         seen.add(item_id)
-        items.append({"id": item_id, "question": question, "context": str(row.get("context") or ""),
+        context = "" if row.get("context") is None else str(row["context"])
+        items.append({"id": item_id, "question": question, "context": context,
                       "choices": choices, "answer": gold, "answer_type": answer_type})
     return items
 
