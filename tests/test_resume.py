@@ -103,6 +103,7 @@ def test_a_resumed_trainer_counts_micro_steps_with_gradient_accumulation():
     (8, 2, 8, 2),    # 8 batches, 2 per step: 4 steps an epoch
     (9, 2, 8, 1),    # 9 batches, 2 per step: 5 steps an epoch (the last takes the odd batch), as transformers counts
     (9, 2, 10, 2),
+    (12, 3, 10, 2),  # 12 batches, 3 per step: 4 steps an epoch, step 10 is in the third
     (3, 4, 2, 2),    # fewer batches than accumulation: an epoch is 1 step
 ])
 def test_a_resumed_sampler_draws_the_orders_of_the_epochs_already_trained(batches, accumulation, global_step,
