@@ -106,11 +106,12 @@ def test_the_failure_rate_counts_distinct_judged_items_and_tolerates_a_rate_at_t
     stats = judge.stats
     assert (stats.items, stats.failed_items, stats.cache_hits) == (4, 1, 0)
     assert (stats.calls, stats.failures, stats.retries) == (3 + 2, 2, 1)  # the malformed one asked twice
-    # Cache hits are no judged items: 3 hits, then 2 new items of which 1 fails -> 2 of 6 (0.33) fails the job.
-    # (Counting the hits would make it 2 of 9 = 0.22, under the limit.)
+    # Cache hits are no judged items: 4 rows from the cache (3 distinct), then 2 new items of which 1 fails ->
+    # 2 of 6 (0.33) fails the job. (Counting the hits would make it 2 of 10 = 0.2, under the limit.)
     with pytest.raises(JudgeFailed, match=r"failed on 2 of 6 items \(33% > judge.failure_policy.max_failure_rate=25%\)"):
-        score(judge, [f"{GOOD} one", f"{GOOD} two", f"{GOOD} three", f"{GOOD} four", "Sleep. [[malformed]]"])
-    assert judge.stats.cache_hits == 3 and fake.requests == 5 + 1 + 2
+        score(judge, [f"{GOOD} one", f"{GOOD} one", f"{GOOD} two", f"{GOOD} three", f"{GOOD} four",
+                      "Sleep. [[malformed]]"])
+    assert judge.stats.cache_hits == 4 and fake.requests == 5 + 1 + 2  # cache hits count rows
 
 
 def test_a_repeated_completion_is_one_judged_item(tmp_path, server):
