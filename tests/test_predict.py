@@ -75,6 +75,13 @@ def test_items_from_csv_with_a_choices_cell(tmp_path):
     ("in.jsonl", '{"question": "ok"}\nquestion,answer\n', r"in\.jsonl, line 2: invalid JSON"),
     ("in.txt", "What is it?\n", r"in\.txt: expected a \.jsonl or \.csv file"),
     ("in.jsonl", '{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n', r"in\.jsonl, line 2: id '1' occurs twice"),
+    # refused while reading, before any model loads (grading them would fail mid-run, naming no line)
+    ("in.jsonl", '{"question": "ok"}\n{"question": "Which?", "answer_type": "bogus"}\n',
+     r"in\.jsonl, line 2: answer_type 'bogus' is not one of numeric, yesno, choice, open"),
+    ("in.jsonl", '{"question": "Which?", "choices": ["a", "b"], "answer": "E"}\n',
+     r"in\.jsonl, line 1: choice answer 'E' is not one of the letters AB"),
+    ("in.csv", "question,answer_type,answer\nHow many?,numeric,abc\n",
+     r"in\.csv, record 1 \(line 2 .*\): numeric answer 'abc' is not a single number"),
 ])
 def test_bad_input_names_the_file_and_line(tmp_path, name, text, message):
     with pytest.raises(DataError, match=message):

@@ -106,6 +106,8 @@ def _answer_type(gold, choices: list[str]) -> str:
 
 def parse_items(path: Path) -> list[dict]:
     """Items with id, question, context, choices, answer (None without a gold), answer_type."""
+    from medgrpo.grading import extract, grade
+
     items, seen = [], set()
     for number, (where, row) in enumerate(read_rows(path), 1):
         question = row.get("question")
@@ -115,6 +117,13 @@ def parse_items(path: Path) -> list[dict]:
         gold = row.get("answer")
         gold = None if gold in (None, "") else str(gold)
         answer_type = row.get("answer_type") or _answer_type(gold, choices)
+        try:  # the grader's checks of the answer type and gold, here: mid-run they would stop it naming no line
+            if gold is None:
+                extract("", answer_type, choices)
+            else:
+                grade("", gold, answer_type, choices)
+        except DataError as error:
+            raise DataError(f"{where}: {error}") from None
         item_id = str(number) if row.get("id") in (None, "") else str(row["id"])  # an id 0 is an id
         if item_id in seen:
             raise DataError(f"{where}: id '{item_id}' occurs twice; resume needs unique ids")
