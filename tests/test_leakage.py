@@ -63,6 +63,23 @@ def test_a_pair_exactly_at_the_threshold_is_a_near_duplicate():
     assert find_near_duplicates(train, evals, threshold=7 / 11 + 1e-9) == []
 
 
+def test_each_leaked_item_is_counted_once_by_the_first_way_that_found_it():
+    """e1 is a training question word for word (and so also a near duplicate), pubmed:5 shares its PubMed id
+    (its question is a near duplicate too: 9 of 13 shingles), e2 is only a near duplicate (7/11): one each."""
+    train = {"id": ["pool:1", "pool:5"], "source": ["pool", "pool"],
+             "question": ["Is aspirin safe in pregnancy?", "Does coffee raise blood pressure in adults?"]}
+    evals = {"pubmedqa": {"id": ["e1", "pubmed:5", "e2"], "source": ["pubmedqa"] * 3,
+                          "question": ["Is aspirin safe in pregnancy?", "Does coffee raise blood pressure?",
+                                       "Is aspirin safe in infancy?"]}}
+    report = check_leakage(train, evals, allow=True, namespaces={"pool": "pubmed", "pubmedqa": "pubmed"},
+                           near_duplicate_threshold=0.6)
+    assert report["per_eval"]["pubmedqa"] == {"items": 3, "leaked": 3, "by_id": 1, "by_text": 1,
+                                              "by_near_duplicate": 1}
+    assert [(e["eval"], e["by"]) for e in report["examples"]] == [("e1", "text"), ("pubmed:5", "id"),
+                                                                  ("e2", "near_duplicate")]
+    assert report["overlap"] == 3 and report["near_duplicates"]["pairs_found"] == 3
+
+
 def test_lsh_bands_are_the_widest_that_keep_a_pair_at_the_threshold():
     """Recall at the threshold t with b bands of r rows: 1 - (1 - t^r)^b, b = 128 // r, at least 0.98.
     t = 0.6: r = 4 gives 1 - (1 - 0.1296)^32 = 1 - 0.0118 = 0.988; r = 5: 1 - (1 - 0.0778)^25 = 0.868.

@@ -104,5 +104,7 @@ def test_a_list_under_a_secret_key_is_redacted_item_by_item():
 
 def test_json_safe_reaches_lists_tuples_and_keys(tmp_path):
     path = tmp_path / "results.json"
-    write_json_atomic(path, {"curve": [1.0, float("nan"), (float("-inf"), 2)], 3: {"x": float("inf")}})
-    assert json.loads(path.read_text()) == {"curve": [1.0, None, [None, 2]], "3": {"x": None}}
+    write_json_atomic(path, {"curve": [1.0, float("nan"), (float("-inf"), 2)], 3: {"x": float("inf")},
+                             ("pubmedqa", "gsm8k"): 0.5})  # a tuple key, which json cannot write
+    assert json.loads(path.read_text()) == {"curve": [1.0, None, [None, 2]], "3": {"x": None},
+                                            "('pubmedqa', 'gsm8k')": 0.5}
