@@ -7,7 +7,8 @@
 Input rows (read as data sources are: medgrpo.data.readers) need `question`; optional `id` (default: the
 record's number, from 1; blank lines are no records), `context`, `choices` (a list, a JSON list or a dict
 letter -> text), `answer` (the gold: the output line is graded) and `answer_type` (numeric | yesno | choice |
-open; default: choice with choices, yesno for a yes/no/maybe gold, numeric for a number, else open).
+open; default: choice with choices, yesno for a yes/no/maybe gold, numeric for a number, else open). An unknown
+answer_type, or a gold its type cannot read, is refused while the input is read (naming the file and line).
 A job's prompts are rendered with its eval sources' templates, its system prompt, budget and eval settings;
 model= uses conf/ defaults (prompt=xml, budget=off, eval=default).
 Each output line: id, prompt, completion, extracted, completion_tokens, thinking_tokens, waits, truncated (and
