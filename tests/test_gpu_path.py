@@ -327,28 +327,57 @@ def _grpo_settings(tmp_path, **extra):
             "per_device_train_batch_size": 4, "num_generations": 4, **extra}
 
 
-def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path):
+def _unsloth_patched_grpo_config(monkeypatch):
+    """A FAKE of Unsloth's patched GRPOConfig (argument plumbing only), with the behaviour that matters here copied
+    from unsloth 2026.10.9: its __init__ fills epsilon_high for an explicit dapo (unsloth/models/rl.py:3563) and
+    sets a batch size that is not a multiple of num_generations to num_generations (rl_replacements.py:5262); then
+    it is renamed to pass for TRL's own class (rl.py:701-728: __name__, __qualname__ = "GRPOConfig", __module__ =
+    "trl.trainer.grpo_config") and bound where TRL's was (rl.py:3961-3992: trl.GRPOConfig and its module)."""
+    import trl
+    import trl.trainer.grpo_config
     from trl import GRPOConfig
 
-    from medgrpo.train import held_grpo_config
+    class UnslothGRPOConfig(GRPOConfig):
+        def __init__(self, **kwargs):
+            if kwargs.get("loss_type") == "dapo" and kwargs.get("epsilon_high") is None:
+                kwargs["epsilon_high"] = 0.28
+            batch, generations = kwargs.get("per_device_train_batch_size", 8), kwargs.get("num_generations", 8)
+            if batch % generations:
+                kwargs["per_device_train_batch_size"] = generations
+            super().__init__(**kwargs)
 
-    class FakeUnslothGRPOConfig(GRPOConfig):
-        """A FAKE of Unsloth's patched class (argument plumbing only): it fills epsilon_high for dapo, as
-        unsloth/models/rl.py:3563 does."""
+    UnslothGRPOConfig.__module__ = GRPOConfig.__module__
+    UnslothGRPOConfig.__qualname__ = UnslothGRPOConfig.__name__ = "GRPOConfig"
+    monkeypatch.setattr(trl, "GRPOConfig", UnslothGRPOConfig)
+    monkeypatch.setattr(trl.trainer.grpo_config, "GRPOConfig", UnslothGRPOConfig)
+    return GRPOConfig, UnslothGRPOConfig
 
-        def __post_init__(self):
-            if self.loss_type == "dapo" and self.epsilon_high is None:
-                self.epsilon_high = 0.28
-            super().__post_init__()
 
+def test_the_fake_passes_for_trl_s_class_as_unsloth_s_does(monkeypatch):
+    trl_class, patched = _unsloth_patched_grpo_config(monkeypatch)
+    assert (patched.__name__, patched.__qualname__, patched.__module__) == \
+        (trl_class.__name__, trl_class.__qualname__, trl_class.__module__)
+    import trl
+
+    assert trl.GRPOConfig is patched and patched is not trl_class
+
+
+def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path, monkeypatch):
+    from medgrpo.train import held_grpo_config, trl_grpo_values
+
+    trl_class, patched = _unsloth_patched_grpo_config(monkeypatch)
     unstated = _grpo_settings(tmp_path)
-    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but FakeUnslothGRPOConfig holds 0.28"):
-        held_grpo_config(FakeUnslothGRPOConfig(**unstated), unstated, grpo_keys=["loss_type"])
+    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but the trainer's GRPOConfig holds 0.28"):
+        held_grpo_config(patched(**unstated), trl_grpo_values(unstated), grpo_keys=["loss_type"])
+    # 6 x 2 accumulation = 12 completions, 3 groups of 4: TRL keeps it; Unsloth sets the batch to 4 (6 % 4 != 0)
+    uneven = _grpo_settings(tmp_path, epsilon_high=0.28, per_device_train_batch_size=6, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match=r"grpo.per_device_train_batch_size.*6, but .* holds 4"):
+        held_grpo_config(patched(**uneven), trl_grpo_values(uneven), grpo_keys=["per_device_train_batch_size"])
     stated = _grpo_settings(tmp_path, epsilon_high=0.28)
-    held = held_grpo_config(FakeUnslothGRPOConfig(**stated), stated, grpo_keys=["loss_type", "epsilon_high"])
+    held = held_grpo_config(patched(**stated), trl_grpo_values(stated), grpo_keys=["loss_type", "epsilon_high"])
     assert held["epsilon_high"] == 0.28 and held["loss_type"] == "dapo"
     assert json.loads(json.dumps(held)) == held
-    assert held_grpo_config(GRPOConfig(**unstated), unstated, grpo_keys=[])["epsilon_high"] is None  # plain TRL
+    assert held_grpo_config(trl_class(**unstated), trl_grpo_values(unstated), grpo_keys=[])["epsilon_high"] is None
 
 
 @pytest.mark.slow
