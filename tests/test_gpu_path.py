@@ -226,6 +226,48 @@ def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine(fake_
     assert deleted == ["engine-1"] and backend._loaded_engines == ["engine-3"]  # calls: load, lora, load
 
 
+FULL = LoraSpec.from_config(OmegaConf.create({"method": "full", "rank": 64, "alpha": 64, "dropout": 0.0,
+                                              "target_modules": ["q_proj"], "load_in_4bit": False}))
+
+
+def test_full_fine_tuning_under_unsloth_trains_the_whole_model_not_a_lora(fake_unsloth):
+    backend, fast, _ = fake_unsloth
+    backend.load_unsloth_policy(MODEL, FULL, backend_cfg(fast_inference=False), "org/base", None, trainable=True,
+                                seed=0)
+    assert [name for name, _ in fast.calls] == ["from_pretrained"]  # no rank-64 LoRA on top
+    assert fast.calls[0][1]["full_finetuning"] is True  # unsloth/models/loader.py:1248
+    fast.calls.clear()
+    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
+    assert [(name, kwargs.get("full_finetuning")) for name, kwargs in fast.calls] == [
+        ("from_pretrained", False), ("get_peft_model", None)]
+
+
+def test_a_full_fine_tuned_model_is_evaluated_from_its_own_folder(fake_unsloth, tmp_path):
+    backend, fast, _ = fake_unsloth
+    (tmp_path / "config.json").write_text("{}")  # lora.method=full saves the whole model: no adapter_config.json
+    backend.load_unsloth_policy(MODEL, FULL, backend_cfg(fast_inference=False), "org/base", tmp_path,
+                                trainable=False, seed=0)
+    assert [name for name, _ in fast.calls] == ["from_pretrained", "for_inference"]
+    assert fast.calls[0][1]["model_name"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["unsloth", "auto"])
+def test_full_fine_tuning_with_vllm_is_refused_before_the_model_loads(name, monkeypatch):
+    """Unsloth raises NotImplementedError for full_finetuning with fast_inference (unsloth/models/vision.py:4327),
+    after loading the weights. backend=auto is Unsloth on a GPU machine with unsloth installed: this CPU machine is
+    told it has both (machine probes only)."""
+    from importlib.machinery import ModuleSpec
+
+    from medgrpo import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda module: ModuleSpec(module, None))
+    vllm_on = OmegaConf.create({"name": name, "fast_inference": True})
+    with pytest.raises(ConfigError, match="lora.method=full with backend.fast_inference=true.*fast_inference=false"):
+        backends.resolve_backend(vllm_on, FULL)
+    assert backends.resolve_backend(OmegaConf.create({"name": name, "fast_inference": False}), FULL) == "unsloth"
+
+
 def test_the_standby_variable_is_set_from_the_config_before_unsloth_reads_it(fake_unsloth, monkeypatch, tmp_path):
     backend, _, _ = fake_unsloth
     package = tmp_path / "site" / "unsloth"
@@ -407,3 +449,55 @@ def test_export_after_a_4bit_run_says_which_16bit_weights_it_needs(tmp_path):
     assert "16-bit weights of org/model-never-downloaded" in done.stderr and "4-bit base" in done.stderr
     assert "HF_HUB_OFFLINE=0 make export" in done.stderr and "FORMATS=lora" in done.stderr
     assert (job / "export" / "lora" / "adapter_config.json").is_file()  # what could be exported, was
+
+
+def _job_with_weights(tmp_path, tiny_model_dir, method: str, weights: str, base: Path | None = None) -> Path:
+    """A finished job folder whose results.json says lora.method=`method` and whose adapter/ holds `weights`: a
+    real PEFT LoRA of the tiny model ("adapter") or the tiny model itself ("whole")."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    job = tmp_path / "job"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if weights == "adapter":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(job / "adapter")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(job / "adapter")
+    config = {"model": {"name_or_path": str(base or tiny_model_dir), "builder": None, "trust_remote_code": False},
+              "lora": {"method": method, "load_in_4bit": False}}
+    (job / "results.json").write_text(json.dumps({"status": "ok", "config": config}))
+    return job
+
+
+@pytest.mark.parametrize("method, weights, said", [
+    ("full", "adapter", "a PEFT adapter (adapter_config.json), where lora.method=full"),  # Unsloth before the fix
+    ("lora", "whole", "a whole model (config.json, no adapter_config.json), where lora.method=lora"),
+])
+def test_export_refuses_weights_that_are_not_what_the_method_trains(method, weights, said, tmp_path,
+                                                                     tiny_model_dir):
+    from tests._run import run_module
+
+    job = _job_with_weights(tmp_path, tiny_model_dir, method, weights)
+    done = run_module("medgrpo.export", str(job), "--formats", "merged", "--dtype", "float32", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert said in done.stderr
+    assert not (job / "export" / "merged_float32").exists()  # before: an adapter written as the "merged" model
+
+
+def test_export_from_a_4bit_base_without_cuda_says_it_must_dequantize_on_the_gpu(tmp_path, tiny_model_dir):
+    """A *-bnb-4bit checkpoint: the tiny model's config with the quantization_config transformers saves after 4-bit
+    loading (no quantized weights can be made without CUDA; the config is what export reads first)."""
+    from tests._run import run_module
+
+    base = tmp_path / "org--model-bnb-4bit"
+    base.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                     "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16"}
+    (base / "config.json").write_text(json.dumps(config))
+    job = _job_with_weights(tmp_path, tiny_model_dir, "lora", "adapter", base=base)
+    done = run_module("medgrpo.export", str(job), "--formats", "lora,merged", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "bitsandbytes 4-bit checkpoint" in done.stderr and "FORMATS=lora" in done.stderr
+    assert not (job / "export" / "merged_bfloat16").exists()
+    assert (job / "export" / "lora" / "adapter_config.json").is_file()

@@ -106,7 +106,13 @@ def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
 
 
 def check_method_for_unsloth(lora: LoraSpec, fast_inference: bool) -> None:
-    """Unsloth and its vLLM rollouts handle plain LoRA (and full fine-tuning) only."""
+    """Unsloth and its vLLM rollouts handle plain LoRA; Unsloth without vLLM also full fine-tuning."""
+    if lora.method == "full" and fast_inference:
+        # Unsloth 2026.10.9 raises NotImplementedError for full_finetuning=True with fast_inference=True
+        # (unsloth/models/vision.py:4327), after the model has loaded.
+        raise ConfigError("lora.method", "lora.method=full with backend.fast_inference=true: Unsloth builds no vLLM "
+                          "engine for full fine-tuning; set backend.fast_inference=false (Unsloth without vLLM) or "
+                          "backend=hf")
     if lora.method not in (*PROMPT_LEARNING, "dora"):
         return
     if fast_inference:
