@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.bench_gpu import ROOT, build_model, cuda_available
+from benchmarks.bench_gpu import ROOT, build_model, gpu_present
 
 # The tiny preset's data, eval and GRPO sizes, on the 0.5B-shaped model with the recipe's LoRA targets in 4-bit.
 # The bundled PubMedQA prompts run to ~750 tokens, so the preset's model.max_seq_length=1024 stays.
@@ -148,7 +148,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "gpu_check" / time.strftime("%Y%m%d-%H%M%S"))
     parser.add_argument("--budget-s", type=float, default=480.0, help="stop starting steps after this many seconds")
     args = parser.parse_args()
-    if not cuda_available():
+    if not gpu_present():
         print(json.dumps({"step": "cuda", "ok": False, "error": "no CUDA device visible: make gpu-check needs one "
                           "NVIDIA GPU (and make install-gpu); on a CPU machine run make test"}), flush=True)
         return 1

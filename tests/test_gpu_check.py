@@ -4,8 +4,10 @@ themselves run only on a GPU (make gpu-check)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,12 +34,87 @@ def test_make_bench_on_cpu_says_the_gpu_benchmark_was_skipped_and_keeps_its_resu
     before = results.read_bytes() if results.exists() else None
     direct = subprocess.run([sys.executable, "-m", "benchmarks.bench_gpu"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
-    assert direct.returncode == SKIPPED and "SKIPPED: no CUDA device" in direct.stdout
+    assert direct.returncode == SKIPPED and "SKIPPED: no NVIDIA GPU" in direct.stdout
     done = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--only", "gpu"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0
     assert "bench_gpu" in done.stdout and "SKIPPED" in done.stdout and "no GPU benchmark was measured" in done.stdout
     assert (results.read_bytes() if results.exists() else None) == before
+
+
+@pytest.fixture
+def gpu_machine(monkeypatch, tmp_path):
+    """This CPU machine told it has an NVIDIA GPU (a machine probe, not a library), with results written to
+    tmp_path instead of benchmarks/results."""
+    import benchmarks._common
+
+    monkeypatch.setattr(bench_gpu, "gpu_present", lambda: True, raising=False)
+    monkeypatch.setattr(benchmarks._common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["bench_gpu"])
+    return tmp_path / "results"
+
+
+def test_on_a_gpu_machine_an_interpreter_without_the_gpu_stack_fails_and_writes_nothing(gpu_machine, capsys):
+    assert bench_gpu.main() == 1  # this .venv: CPU torch, no unsloth, vllm or bitsandbytes
+    error = capsys.readouterr().err
+    assert "lacks a CUDA build of torch" in error and "unsloth, vllm, bitsandbytes" in error
+    assert "make install-gpu" in error and not gpu_machine.exists()
+
+
+@pytest.mark.slow
+def test_a_failed_child_fails_the_benchmark_and_writes_nothing(gpu_machine, tmp_path, monkeypatch, capsys):
+    # The interpreter is told it has the GPU stack, and the model folder is empty: the first child (GRPO on
+    # backend=hf) really runs and really fails, as a child on a GPU machine can (OOM, a library error).
+    monkeypatch.setattr(bench_gpu, "missing_gpu_stack", lambda: [])
+    monkeypatch.setattr(bench_gpu, "build_model", lambda target, shape: target)
+    assert bench_gpu.main() == 1  # before: {"failed": ...} written into gpu.json, exit 0
+    error = capsys.readouterr().err
+    assert "FAILED: grpo/hf exited 1" in error and "gpu.json is left as it was" in error
+    assert not gpu_machine.exists()
+
+
+def test_make_bench_runs_the_gpu_benchmark_in_the_gpu_environment_on_a_gpu_machine(monkeypatch):
+    from benchmarks import run_all
+
+    monkeypatch.setattr(run_all, "gpu_present", lambda: True)
+    assert run_all.interpreter("bench_gpu", "/opt/conda/envs/medgrpo/bin/python") == \
+        "/opt/conda/envs/medgrpo/bin/python"
+    assert run_all.interpreter("bench_grade", "/opt/conda/envs/medgrpo/bin/python") == sys.executable
+    monkeypatch.setattr(run_all, "gpu_present", lambda: False)  # no GPU: this interpreter, which says it skipped
+    assert run_all.interpreter("bench_gpu", "/opt/conda/envs/medgrpo/bin/python") == sys.executable
+
+
+@pytest.mark.slow
+def test_the_unsloth_child_imports_unsloth_before_transformers_trl_and_peft(tmp_path):
+    fake = tmp_path / "site" / "unsloth"
+    fake.mkdir(parents=True)
+    # A FAKE unsloth (argument plumbing only): it records what was imported before it, then stops the child.
+    (fake / "__init__.py").write_text(textwrap.dedent("""
+        import json, os, sys
+        with open(os.environ["FAKE_UNSLOTH_RECORD"], "w") as out:
+            json.dump({m: m in sys.modules for m in ("trl", "transformers", "peft")}, out)
+        class FastLanguageModel:
+            @staticmethod
+            def from_pretrained(**kwargs):
+                raise RuntimeError("fake unsloth: no model here")
+        """))
+    driver = tmp_path / "child_with_cuda.py"
+    # This CPU machine has no CUDA: the driver says it has (a machine probe), so the child chooses Unsloth.
+    driver.write_text(textwrap.dedent("""
+        import runpy, sys
+        import medgrpo.backends
+        medgrpo.backends.cuda_available = lambda: True
+        sys.argv = ["bench_gpu", *sys.argv[1:]]
+        runpy.run_module("benchmarks.bench_gpu", run_name="__main__")
+        """))
+    record = tmp_path / "imported_before_unsloth.json"
+    for kind, name in (("grpo", "unsloth"), ("eval", "vllm")):
+        done = subprocess.run([sys.executable, str(driver), "--child", kind, name, str(tmp_path / "model"), "1", "0"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}",
+                                   "FAKE_UNSLOTH_RECORD": str(record)})
+        assert "fake unsloth: no model here" in done.stderr, done.stderr[-2000:]  # it reached the Unsloth backend
+        assert json.loads(record.read_text()) == {"trl": False, "transformers": False, "peft": False}, kind
 
 
 def test_each_step_is_one_json_line_with_pass_fail_and_time(tmp_path, capsys):
@@ -82,7 +159,6 @@ def test_ratios_compare_steady_step_time_and_memory_without_the_kv_pool():
     assert bench_gpu.ratios(grpo) == {
         "step_time_ratio": {"measured": 0.4, "goal_at_most": 0.5, "met": True},
         "memory_ratio": {"measured": 0.4, "goal_at_most": 0.35, "met": False}}
-    assert bench_gpu.ratios({"hf": {"failed": "OOM"}, "unsloth": grpo["unsloth"]}) == {}
 
 
 @pytest.mark.slow
