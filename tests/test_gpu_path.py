@@ -268,6 +268,22 @@ def test_full_fine_tuning_with_vllm_is_refused_before_the_model_loads(name, monk
     assert backends.resolve_backend(OmegaConf.create({"name": name, "fast_inference": False}), FULL) == "unsloth"
 
 
+def test_free_gpu_memory_is_taken_after_the_previous_engine_is_freed_and_before_the_weights_load(fake_unsloth,
+                                                                                                 monkeypatch):
+    """results.json host.gpu, which make gpu-check compares between the jobs of one process: the measurement (here
+    a record of what had happened when it was taken; CUDA's own needs a GPU) must follow the release of the
+    previous job's engine and precede the new weights."""
+    from medgrpo.backends import load_policy
+
+    backend, fast, deleted = fake_unsloth
+    monkeypatch.setattr(backend, "cuda_memory", lambda: {"engines_freed": list(deleted),
+                                                          "loads": sum(name == "from_pretrained" for name, _ in fast.calls)})
+    first = load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    second = load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    assert first.gpu == {"engines_freed": [], "loads": 0}
+    assert second.gpu == {"engines_freed": ["engine-1"], "loads": 1}
+
+
 def test_the_standby_variable_is_set_from_the_config_before_unsloth_reads_it(fake_unsloth, monkeypatch, tmp_path):
     backend, _, _ = fake_unsloth
     package = tmp_path / "site" / "unsloth"

@@ -24,6 +24,7 @@ class Policy:
     tokenizer: Any      # left-padding tokenizer with a chat template and a pad token
     backend: str        # "hf" | "unsloth"
     model_path: str     # where the base weights came from (hub id or local dir)
+    gpu: dict | None = None  # cuda_memory() right before the weights loaded (results.json host.gpu); None on CPU
 
 
 PEFT_METHODS = ("lora", "dora", "prefix", "ptuning", "full")
@@ -90,6 +91,19 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def cuda_memory() -> dict | None:
+    """The CUDA device's name and its total and free memory in GiB as the driver reports them, or None without
+    CUDA. Taken right before a job's weights load: Unsloth sizes a vLLM engine from the free memory, so an engine
+    an earlier job of the process left behind shows here as missing memory, not as an error."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return {"name": torch.cuda.get_device_name(), "total_gib": round(total / 2**30, 2),
+            "free_gib_before_load": round(free / 2**30, 2)}
 
 
 def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:

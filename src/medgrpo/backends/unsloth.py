@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from medgrpo.backends import LoraSpec, Policy
+from medgrpo.backends import LoraSpec, Policy, cuda_memory
 from medgrpo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
     from unsloth import FastLanguageModel
 
     release_vllm_engines()
+    gpu = cuda_memory()
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(adapter_path) if adapter_path is not None else model_path,
         max_seq_length=model_cfg.max_seq_length,
@@ -105,7 +106,7 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
         )
     elif not trainable:
         FastLanguageModel.for_inference(model)  # evaluation only: Unsloth's inference mode
-    return Policy(model=model, tokenizer=tokenizer, backend="unsloth", model_path=model_path)
+    return Policy(model=model, tokenizer=tokenizer, backend="unsloth", model_path=model_path, gpu=gpu)
 
 
 def import_first_when_chosen(backend_cfg: DictConfig) -> None:
