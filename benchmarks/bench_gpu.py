@@ -49,10 +49,12 @@ QWEN25_SHAPES = {
 GOALS = {"step_time_ratio": 0.5, "memory_ratio": 0.35}  # unsloth / hf, from the issue that asked for this benchmark
 
 
-def build_model(target: Path, shape: str, tokenizer_dir: Path | None = None) -> Path:
+def build_model(target: Path, shape: str, tokenizer_dir: Path | None = None, vocab: int = QWEN25_VOCAB,
+                filler: str = "<|filler_{}|>") -> Path:
     """A Qwen2.5-<shape>-shaped checkpoint with random bf16 weights, built on the CPU the way medgrpo.tiny builds
-    the tiny model. Its tokenizer is the tiny model's (ChatML template, format tags) padded with filler tokens to
-    Qwen2.5's vocabulary, so the LM head has the real size and every sampled id decodes."""
+    the tiny model. Its tokenizer is the tiny model's (ChatML template, format tags) padded with `filler` tokens
+    (formatted with their number) to `vocab` (Qwen2.5's by default), so the LM head has that size and every
+    sampled id decodes: a random model samples fillers almost only."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -61,8 +63,8 @@ def build_model(target: Path, shape: str, tokenizer_dir: Path | None = None) -> 
     if (target / "config.json").exists():
         return target
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or ensure_tiny_model(ROOT / ".cache" / "models"))
-    tokenizer.add_tokens([f"<|filler_{i}|>" for i in range(QWEN25_VOCAB - len(tokenizer))])
-    config = Qwen2Config(vocab_size=QWEN25_VOCAB, eos_token_id=tokenizer.eos_token_id,
+    tokenizer.add_tokens([filler.format(i) for i in range(vocab - len(tokenizer))])
+    config = Qwen2Config(vocab_size=vocab, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None, max_position_embeddings=32768,
                          rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, dtype="bfloat16",
                          **QWEN25_SHAPES[shape])
