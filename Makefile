@@ -46,8 +46,9 @@ install-gpu:
 	python -m pip install --no-deps hydra-optuna-sweeper==1.3.0
 	python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; import unsloth, vllm"
 
-# The GPU path end to end in <= 8 minutes on one GPU, no network: GRPO (hf, unsloth, unsloth+vLLM), eval-only from
-# the adapter through each engine, export, a 2-job sweep. One JSON line per step; exits non-zero without CUDA.
+# The GPU path end to end in <= 8 minutes on one H100, no network: Unsloth + vLLM GRPO, its evaluation with budget
+# forcing, a 2-job sweep (Unsloth then hf, one process, GPU memory handed back), export from a 4-bit hub model,
+# standby, plain hf. One JSON line per step; exits non-zero without CUDA, and a vLLM step fails without vllm.
 gpu-check:
 	python -m benchmarks.gpu_check
 
