@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import bench_gpu, gpu_check
 from benchmarks._common import SKIPPED
+from tests._fake_unsloth import STOP, cuda_driver, fake_unsloth_package, imported_before_unsloth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,35 +89,14 @@ def test_make_bench_runs_the_gpu_benchmark_in_the_gpu_environment_on_a_gpu_machi
 
 @pytest.mark.slow
 def test_the_unsloth_child_imports_unsloth_before_transformers_trl_and_peft(tmp_path):
-    fake = tmp_path / "site" / "unsloth"
-    fake.mkdir(parents=True)
-    # A FAKE unsloth (argument plumbing only): it records what was imported before it, then stops the child.
-    (fake / "__init__.py").write_text(textwrap.dedent("""
-        import json, os, sys
-        with open(os.environ["FAKE_UNSLOTH_RECORD"], "w") as out:
-            json.dump({m: m in sys.modules for m in ("trl", "transformers", "peft")}, out)
-        class FastLanguageModel:
-            @staticmethod
-            def from_pretrained(**kwargs):
-                raise RuntimeError("fake unsloth: no model here")
-        """))
-    driver = tmp_path / "child_with_cuda.py"
-    # This CPU machine has no CUDA: the driver says it has (a machine probe), so the child chooses Unsloth.
-    driver.write_text(textwrap.dedent("""
-        import runpy, sys
-        import medgrpo.backends
-        medgrpo.backends.cuda_available = lambda: True
-        sys.argv = ["bench_gpu", *sys.argv[1:]]
-        runpy.run_module("benchmarks.bench_gpu", run_name="__main__")
-        """))
-    record = tmp_path / "imported_before_unsloth.json"
+    env, record = fake_unsloth_package(tmp_path)
+    driver = cuda_driver(tmp_path, "sys.argv = ['bench_gpu', *sys.argv[1:]]\n"
+                                   "runpy.run_module('benchmarks.bench_gpu', run_name='__main__')\n")
     for kind, name in (("grpo", "unsloth"), ("eval", "vllm")):
         done = subprocess.run([sys.executable, str(driver), "--child", kind, name, str(tmp_path / "model"), "1", "0"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}",
-                                   "FAKE_UNSLOTH_RECORD": str(record)})
-        assert "fake unsloth: no model here" in done.stderr, done.stderr[-2000:]  # it reached the Unsloth backend
-        assert json.loads(record.read_text()) == {"trl": False, "transformers": False, "peft": False}, kind
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert STOP in done.stderr, done.stderr[-2000:]  # it reached the Unsloth backend
+        assert imported_before_unsloth(record) == {"trl": False, "transformers": False, "peft": False}, kind
 
 
 def test_each_step_is_one_json_line_with_pass_fail_and_time(tmp_path, capsys):

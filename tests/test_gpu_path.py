@@ -6,9 +6,7 @@ arguments it is given (argument plumbing): it checks what our code asks of the l
 from __future__ import annotations
 
 import json
-import os
 import sys
-import textwrap
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from medgrpo.backends import LoraSpec
 from medgrpo.errors import ConfigError
 from medgrpo.evaluation.budget import Budget
 from medgrpo.evaluation.engine import Sampling, VLLMEngine, check_engine_request, choose_engine, has_vllm_engine
+from tests._fake_unsloth import STOP, cuda_driver, fake_unsloth_package, imported_before_unsloth
 from tests._run import run_entrypoint
 
 # ---- fakes (argument plumbing only) -------------------------------------------------------------------------------
@@ -310,34 +309,14 @@ def test_standby_cannot_change_within_one_process(fake_unsloth):
 
 @pytest.mark.slow
 def test_the_entrypoint_imports_unsloth_before_trl_transformers_and_peft(tmp_path, model_cache):
-    fake = tmp_path / "site" / "unsloth"
-    fake.mkdir(parents=True)
-    # A FAKE unsloth (argument plumbing only): it records what was imported before it, then stops the job.
-    (fake / "__init__.py").write_text(textwrap.dedent("""
-        import json, os, sys
-        with open(os.environ["FAKE_UNSLOTH_RECORD"], "w") as out:
-            json.dump({m: m in sys.modules for m in ("trl", "transformers", "peft")}, out)
-        class FastLanguageModel:
-            @staticmethod
-            def from_pretrained(**kwargs):
-                raise RuntimeError("fake unsloth: no model here")
-        """))
-    driver = tmp_path / "run_with_cuda.py"
-    # This CPU machine has no CUDA: the driver says it has (argument plumbing), so backend=unsloth is chosen.
-    driver.write_text(textwrap.dedent("""
-        import runpy, sys
-        import medgrpo.backends
-        medgrpo.backends.cuda_available = lambda: True
-        sys.argv = sys.argv[1:]  # run_entrypoint puts src/run.py after this driver
-        runpy.run_path(sys.argv[0], run_name="__main__")
-        """))
-    record = tmp_path / "imported_before_unsloth.json"
+    env, record = fake_unsloth_package(tmp_path)
+    # run_entrypoint puts src/run.py after this driver
+    driver = cuda_driver(tmp_path, "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
     done = run_entrypoint("preset=tiny", "backend=unsloth", "lora.load_in_4bit=false", "logger=disabled",
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, prefix=[sys.executable, str(driver)],
-                          env={"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                               "FAKE_UNSLOTH_RECORD": str(record)})
-    assert "fake unsloth: no model here" in done.stderr  # the job reached the Unsloth backend
-    assert json.loads(record.read_text()) == {"trl": False, "transformers": False, "peft": False}
+                          env=env)
+    assert STOP in done.stderr  # the job reached the Unsloth backend
+    assert imported_before_unsloth(record) == {"trl": False, "transformers": False, "peft": False}
 
 # ---- 6. one objective on both backends: Unsloth's GRPOConfig fills and overrides -----------------------------------
 
