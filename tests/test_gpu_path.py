@@ -7,12 +7,11 @@ code asks of the libraries, never what they do.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import textwrap
 import types
 from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -21,6 +20,7 @@ from medgrpo.backends import LoraSpec, Policy, load_policy, vllm_engines
 from medgrpo.errors import ConfigError
 from medgrpo.evaluation.budget import Budget
 from medgrpo.evaluation.engine import Sampling, VLLMEngine, check_engine_request, choose_engine, has_vllm_engine
+from tests._fake_unsloth import STOP, cuda_driver, fake_unsloth_package, imported_before_unsloth
 from tests._run import run_entrypoint
 
 # ---- fakes (argument plumbing only) -------------------------------------------------------------------------------
@@ -258,6 +258,64 @@ def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine_whate
     assert FakeEngine.shut_down == deleted == ["engine-1", "engine-3"] and vllm_engines.live_engines() == 0
 
 
+FULL = LoraSpec.from_config(OmegaConf.create({"method": "full", "rank": 64, "alpha": 64, "dropout": 0.0,
+                                              "target_modules": ["q_proj"], "load_in_4bit": False}))
+
+
+def test_full_fine_tuning_under_unsloth_trains_the_whole_model_not_a_lora(fake_unsloth):
+    backend, fast, _ = fake_unsloth
+    backend.load_unsloth_policy(MODEL, FULL, backend_cfg(fast_inference=False), "org/base", None, trainable=True,
+                                seed=0)
+    assert [name for name, _ in fast.calls] == ["from_pretrained"]  # no rank-64 LoRA on top
+    assert fast.calls[0][1]["full_finetuning"] is True  # unsloth/models/loader.py:1248
+    fast.calls.clear()
+    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
+    assert [(name, kwargs.get("full_finetuning")) for name, kwargs in fast.calls] == [
+        ("from_pretrained", False), ("get_peft_model", None)]
+
+
+def test_a_full_fine_tuned_model_is_evaluated_from_its_own_folder(fake_unsloth, tmp_path):
+    backend, fast, _ = fake_unsloth
+    (tmp_path / "config.json").write_text("{}")  # lora.method=full saves the whole model: no adapter_config.json
+    backend.load_unsloth_policy(MODEL, FULL, backend_cfg(fast_inference=False), "org/base", tmp_path,
+                                trainable=False, seed=0)
+    assert [name for name, _ in fast.calls] == ["from_pretrained", "for_inference"]
+    assert fast.calls[0][1]["model_name"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["unsloth", "auto"])
+def test_full_fine_tuning_with_vllm_is_refused_before_the_model_loads(name, monkeypatch):
+    """Unsloth raises NotImplementedError for full_finetuning with fast_inference (unsloth/models/vision.py:4327),
+    after loading the weights. backend=auto is Unsloth on a GPU machine with unsloth installed: this CPU machine is
+    told it has both (machine probes only)."""
+    from importlib.machinery import ModuleSpec
+
+    from medgrpo import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda module: ModuleSpec(module, None))
+    vllm_on = OmegaConf.create({"name": name, "fast_inference": True})
+    with pytest.raises(ConfigError, match="lora.method=full with backend.fast_inference=true.*fast_inference=false"):
+        backends.resolve_backend(vllm_on, FULL)
+    assert backends.resolve_backend(OmegaConf.create({"name": name, "fast_inference": False}), FULL) == "unsloth"
+
+
+def test_free_gpu_memory_is_taken_after_the_previous_engine_is_freed_and_before_the_weights_load(fake_unsloth,
+                                                                                                 monkeypatch):
+    """results.json host.gpu, which make gpu-check compares between the jobs of one process: the measurement (here
+    a record of what had happened when it was taken; CUDA's own needs a GPU) must follow the release of the
+    previous job's engine and precede the new weights."""
+    from medgrpo.backends import load_policy
+
+    backend, fast, deleted = fake_unsloth
+    monkeypatch.setattr(backend, "cuda_memory", lambda: {"engines_freed": list(deleted),
+                                                          "loads": sum(name == "from_pretrained" for name, _ in fast.calls)})
+    first = load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    second = load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    assert first.gpu == {"engines_freed": [], "loads": 0}
+    assert second.gpu == {"engines_freed": ["engine-1"], "loads": 1}
+
+
 def test_the_standby_variable_is_set_from_the_config_before_unsloth_reads_it(fake_unsloth, monkeypatch, tmp_path):
     backend, _, _ = fake_unsloth
     package = tmp_path / "site" / "unsloth"
@@ -284,36 +342,16 @@ def test_standby_cannot_change_within_one_process(fake_unsloth):
 
 @pytest.mark.slow
 def test_the_entrypoint_imports_unsloth_before_trl_transformers_and_peft(tmp_path, model_cache):
-    fake = tmp_path / "site" / "unsloth"
-    fake.mkdir(parents=True)
-    # A FAKE unsloth (argument plumbing only): it records what was imported before it, then stops the job.
-    (fake / "__init__.py").write_text(textwrap.dedent("""
-        import json, os, sys
-        with open(os.environ["FAKE_UNSLOTH_RECORD"], "w") as out:
-            json.dump({m: m in sys.modules for m in ("trl", "transformers", "peft")}, out)
-        class FastLanguageModel:
-            @staticmethod
-            def from_pretrained(**kwargs):
-                raise RuntimeError("fake unsloth: no model here")
-        """))
-    driver = tmp_path / "run_with_cuda.py"
-    # This CPU machine has no CUDA: the driver says it has (argument plumbing), so backend=unsloth is chosen.
-    driver.write_text(textwrap.dedent("""
-        import runpy, sys
-        import medgrpo.backends
-        medgrpo.backends.cuda_available = lambda: True
-        sys.argv = sys.argv[1:]  # run_entrypoint puts src/run.py after this driver
-        runpy.run_path(sys.argv[0], run_name="__main__")
-        """))
-    record = tmp_path / "imported_before_unsloth.json"
+    env, record = fake_unsloth_package(tmp_path)
+    # run_entrypoint puts src/run.py after this driver
+    driver = cuda_driver(tmp_path, "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
     # lm_head out of the targets: vLLM (fast_inference) cannot apply a LoRA on it, which is refused before load
     done = run_entrypoint("preset=tiny", "backend=unsloth", "lora.load_in_4bit=false", "lora.target_modules=[q_proj]",
                           "logger=disabled",
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, prefix=[sys.executable, str(driver)],
-                          env={"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                               "FAKE_UNSLOTH_RECORD": str(record)})
-    assert "fake unsloth: no model here" in done.stderr  # the job reached the Unsloth backend
-    assert json.loads(record.read_text()) == {"trl": False, "transformers": False, "peft": False}
+                          env=env)
+    assert STOP in done.stderr  # the job reached the Unsloth backend
+    assert imported_before_unsloth(record) == {"trl": False, "transformers": False, "peft": False}
 
 # ---- 6. one objective on both backends: Unsloth's GRPOConfig fills and overrides -----------------------------------
 
@@ -361,28 +399,57 @@ def _grpo_settings(tmp_path, **extra):
             "per_device_train_batch_size": 4, "num_generations": 4, **extra}
 
 
-def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path):
+def _unsloth_patched_grpo_config(monkeypatch):
+    """A FAKE of Unsloth's patched GRPOConfig (argument plumbing only), with the behaviour that matters here copied
+    from unsloth 2026.10.9: its __init__ fills epsilon_high for an explicit dapo (unsloth/models/rl.py:3563) and
+    sets a batch size that is not a multiple of num_generations to num_generations (rl_replacements.py:5262); then
+    it is renamed to pass for TRL's own class (rl.py:701-728: __name__, __qualname__ = "GRPOConfig", __module__ =
+    "trl.trainer.grpo_config") and bound where TRL's was (rl.py:3961-3992: trl.GRPOConfig and its module)."""
+    import trl
+    import trl.trainer.grpo_config
     from trl import GRPOConfig
 
-    from medgrpo.train import held_grpo_config
+    class UnslothGRPOConfig(GRPOConfig):
+        def __init__(self, **kwargs):
+            if kwargs.get("loss_type") == "dapo" and kwargs.get("epsilon_high") is None:
+                kwargs["epsilon_high"] = 0.28
+            batch, generations = kwargs.get("per_device_train_batch_size", 8), kwargs.get("num_generations", 8)
+            if batch % generations:
+                kwargs["per_device_train_batch_size"] = generations
+            super().__init__(**kwargs)
 
-    class FakeUnslothGRPOConfig(GRPOConfig):
-        """A FAKE of Unsloth's patched class (argument plumbing only): it fills epsilon_high for dapo, as
-        unsloth/models/rl.py:3563 does."""
+    UnslothGRPOConfig.__module__ = GRPOConfig.__module__
+    UnslothGRPOConfig.__qualname__ = UnslothGRPOConfig.__name__ = "GRPOConfig"
+    monkeypatch.setattr(trl, "GRPOConfig", UnslothGRPOConfig)
+    monkeypatch.setattr(trl.trainer.grpo_config, "GRPOConfig", UnslothGRPOConfig)
+    return GRPOConfig, UnslothGRPOConfig
 
-        def __post_init__(self):
-            if self.loss_type == "dapo" and self.epsilon_high is None:
-                self.epsilon_high = 0.28
-            super().__post_init__()
 
+def test_the_fake_passes_for_trl_s_class_as_unsloth_s_does(monkeypatch):
+    trl_class, patched = _unsloth_patched_grpo_config(monkeypatch)
+    assert (patched.__name__, patched.__qualname__, patched.__module__) == \
+        (trl_class.__name__, trl_class.__qualname__, trl_class.__module__)
+    import trl
+
+    assert trl.GRPOConfig is patched and patched is not trl_class
+
+
+def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path, monkeypatch):
+    from medgrpo.train import held_grpo_config, trl_grpo_values
+
+    trl_class, patched = _unsloth_patched_grpo_config(monkeypatch)
     unstated = _grpo_settings(tmp_path)
-    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but FakeUnslothGRPOConfig holds 0.28"):
-        held_grpo_config(FakeUnslothGRPOConfig(**unstated), unstated, grpo_keys=["loss_type"])
+    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but the trainer's GRPOConfig holds 0.28"):
+        held_grpo_config(patched(**unstated), trl_grpo_values(unstated), grpo_keys=["loss_type"])
+    # 6 x 2 accumulation = 12 completions, 3 groups of 4: TRL keeps it; Unsloth sets the batch to 4 (6 % 4 != 0)
+    uneven = _grpo_settings(tmp_path, epsilon_high=0.28, per_device_train_batch_size=6, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match=r"grpo.per_device_train_batch_size.*6, but .* holds 4"):
+        held_grpo_config(patched(**uneven), trl_grpo_values(uneven), grpo_keys=["per_device_train_batch_size"])
     stated = _grpo_settings(tmp_path, epsilon_high=0.28)
-    held = held_grpo_config(FakeUnslothGRPOConfig(**stated), stated, grpo_keys=["loss_type", "epsilon_high"])
+    held = held_grpo_config(patched(**stated), trl_grpo_values(stated), grpo_keys=["loss_type", "epsilon_high"])
     assert held["epsilon_high"] == 0.28 and held["loss_type"] == "dapo"
     assert json.loads(json.dumps(held)) == held
-    assert held_grpo_config(GRPOConfig(**unstated), unstated, grpo_keys=[])["epsilon_high"] is None  # plain TRL
+    assert held_grpo_config(trl_class(**unstated), trl_grpo_values(unstated), grpo_keys=[])["epsilon_high"] is None
 
 
 @pytest.mark.slow
@@ -412,3 +479,55 @@ def test_export_after_a_4bit_run_says_which_16bit_weights_it_needs(tmp_path):
     assert "16-bit weights of org/model-never-downloaded" in done.stderr and "4-bit base" in done.stderr
     assert "HF_HUB_OFFLINE=0 make export" in done.stderr and "FORMATS=lora" in done.stderr
     assert (job / "export" / "lora" / "adapter_config.json").is_file()  # what could be exported, was
+
+
+def _job_with_weights(tmp_path, tiny_model_dir, method: str, weights: str, base: Path | None = None) -> Path:
+    """A finished job folder whose results.json says lora.method=`method` and whose adapter/ holds `weights`: a
+    real PEFT LoRA of the tiny model ("adapter") or the tiny model itself ("whole")."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    job = tmp_path / "job"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if weights == "adapter":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(job / "adapter")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(job / "adapter")
+    config = {"model": {"name_or_path": str(base or tiny_model_dir), "builder": None, "trust_remote_code": False},
+              "lora": {"method": method, "load_in_4bit": False}}
+    (job / "results.json").write_text(json.dumps({"status": "ok", "config": config}))
+    return job
+
+
+@pytest.mark.parametrize("method, weights, said", [
+    ("full", "adapter", "a PEFT adapter (adapter_config.json), where lora.method=full"),  # Unsloth before the fix
+    ("lora", "whole", "a whole model (config.json, no adapter_config.json), where lora.method=lora"),
+])
+def test_export_refuses_weights_that_are_not_what_the_method_trains(method, weights, said, tmp_path,
+                                                                     tiny_model_dir):
+    from tests._run import run_module
+
+    job = _job_with_weights(tmp_path, tiny_model_dir, method, weights)
+    done = run_module("medgrpo.export", str(job), "--formats", "merged", "--dtype", "float32", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert said in done.stderr
+    assert not (job / "export" / "merged_float32").exists()  # before: an adapter written as the "merged" model
+
+
+def test_export_from_a_4bit_base_without_cuda_says_it_must_dequantize_on_the_gpu(tmp_path, tiny_model_dir):
+    """A *-bnb-4bit checkpoint: the tiny model's config with the quantization_config transformers saves after 4-bit
+    loading (no quantized weights can be made without CUDA; the config is what export reads first)."""
+    from tests._run import run_module
+
+    base = tmp_path / "org--model-bnb-4bit"
+    base.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                     "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16"}
+    (base / "config.json").write_text(json.dumps(config))
+    job = _job_with_weights(tmp_path, tiny_model_dir, "lora", "adapter", base=base)
+    done = run_module("medgrpo.export", str(job), "--formats", "lora,merged", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "bitsandbytes 4-bit checkpoint" in done.stderr and "FORMATS=lora" in done.stderr
+    assert not (job / "export" / "merged_bfloat16").exists()
+    assert (job / "export" / "lora" / "adapter_config.json").is_file()

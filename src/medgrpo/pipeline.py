@@ -66,6 +66,7 @@ class JobOutput:
     eval_during: list[dict] | None = None
     training_health: dict | None = None  # medgrpo/health.py, after GRPO
     grpo_config: dict | None = None  # the GRPOConfig the trainer held (after Unsloth's patches)
+    gpu: dict | None = None  # the CUDA device and its free memory right before the weights loaded (host.gpu)
 
 
 def run_job(cfg: DictConfig) -> float | list[float] | None:
@@ -129,6 +130,8 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
             results["training_health"] = output.training_health
         if output.grpo_config is not None:
             results["grpo_config"] = output.grpo_config
+        if output.gpu is not None:
+            results["host"]["gpu"] = output.gpu
         values = _objective_values(cfg, output.metrics)
         tracker.summary({"objective": values})
         return values
@@ -289,6 +292,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
         policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
                              tokenizer=tokenizer, adapter_path=cfg.eval.adapter_path,
                              trainable=bool(stages), seed=cfg.seed, vllm_eval=vllm_eval)
+    output.gpu = policy.gpu
     # Unsloth falls back to its own generation where vLLM cannot run
     use_vllm = policy.backend == "unsloth" and has_vllm_engine(policy)
     evaluator = EvalRunner(cfg.eval, choose_engine(cfg.eval.engine, policy), policy, eval_sets, budget,

@@ -7,7 +7,8 @@
 Input rows (read as data sources are: medgrpo.data.readers) need `question`; optional `id` (default: the
 record's number, from 1; blank lines are no records), `context`, `choices` (a list, a JSON list or a dict
 letter -> text), `answer` (the gold: the output line is graded) and `answer_type` (numeric | yesno | choice |
-open; default: choice with choices, yesno for a yes/no/maybe gold, numeric for a number, else open).
+open; default: choice with choices, yesno for a yes/no/maybe gold, numeric for a number, else open). An unknown
+answer_type, or a gold its type cannot read, is refused while the input is read (naming the file and line).
 A job's prompts are rendered with its eval sources' templates, its system prompt, budget and eval settings;
 model= uses conf/ defaults (prompt=xml, budget=off, eval=default).
 Each output line: id, prompt, completion, extracted, completion_tokens, thinking_tokens, waits, truncated (and
@@ -106,6 +107,8 @@ def _answer_type(gold, choices: list[str]) -> str:
 
 def parse_items(path: Path) -> list[dict]:
     """Items with id, question, context, choices, answer (None without a gold), answer_type."""
+    from medgrpo.grading import extract, grade
+
     items, seen = [], set()
     for number, (where, row) in enumerate(read_rows(path), 1):
         question = row.get("question")
@@ -115,11 +118,19 @@ def parse_items(path: Path) -> list[dict]:
         gold = row.get("answer")
         gold = None if gold in (None, "") else str(gold)
         answer_type = row.get("answer_type") or _answer_type(gold, choices)
-        item_id = str(row.get("id") or number)
+        try:  # the grader's checks of the answer type and gold, here: mid-run they would stop it naming no line
+            if gold is None:
+                extract("", answer_type, choices)
+            else:
+                grade("", gold, answer_type, choices)
+        except DataError as error:
+            raise DataError(f"{where}: {error}") from None
+        item_id = str(number) if row.get("id") in (None, "") else str(row["id"])  # an id 0 is an id
         if item_id in seen:
             raise DataError(f"{where}: id '{item_id}' occurs twice; resume needs unique ids")
         seen.add(item_id)
-        items.append({"id": item_id, "question": question, "context": str(row.get("context") or ""),
+        context = "" if row.get("context") is None else str(row["context"])
+        items.append({"id": item_id, "question": question, "context": context,
                       "choices": choices, "answer": gold, "answer_type": answer_type})
     return items
 

@@ -24,6 +24,7 @@ class Policy:
     tokenizer: Any      # left-padding tokenizer with a chat template and a pad token
     backend: str        # "hf" | "unsloth"
     model_path: str     # where the base weights came from (hub id or local dir)
+    gpu: dict | None = None  # cuda_memory() right before the weights loaded (results.json host.gpu); None on CPU
     vllm: Any = None    # the vllm.LLM evaluation generates with (Unsloth's, or the hf backend's), or None
 
 
@@ -93,6 +94,19 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cuda_memory() -> dict | None:
+    """The CUDA device's name and its total and free memory in GiB as the driver reports them, or None without
+    CUDA. Taken right before a job's weights load: Unsloth sizes a vLLM engine from the free memory, so an engine
+    an earlier job of the process left behind shows here as missing memory, not as an error."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return {"name": torch.cuda.get_device_name(), "total_gib": round(total / 2**30, 2),
+            "free_gib_before_load": round(free / 2**30, 2)}
+
+
 def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
     """The backend `backend.name` asks for, checked against this machine (4-bit included, after `auto` has
     resolved). Imports nothing heavy."""
@@ -107,7 +121,13 @@ def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
 
 
 def check_method_for_unsloth(lora: LoraSpec, fast_inference: bool) -> None:
-    """Unsloth and its vLLM rollouts handle plain LoRA (and full fine-tuning) only."""
+    """Unsloth and its vLLM rollouts handle plain LoRA; Unsloth without vLLM also full fine-tuning."""
+    if lora.method == "full" and fast_inference:
+        # Unsloth 2026.10.9 raises NotImplementedError for full_finetuning=True with fast_inference=True
+        # (unsloth/models/vision.py:4327), after the model has loaded.
+        raise ConfigError("lora.method", "lora.method=full with backend.fast_inference=true: Unsloth builds no vLLM "
+                          "engine for full fine-tuning; set backend.fast_inference=false (Unsloth without vLLM) or "
+                          "backend=hf")
     if lora.method not in (*PROMPT_LEARNING, "dora"):
         return
     if fast_inference:

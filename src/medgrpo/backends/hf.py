@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from medgrpo.backends import LoraSpec, Policy, cuda_available
+from medgrpo.backends import LoraSpec, Policy, cuda_available, cuda_memory
 from medgrpo.errors import ConfigError
 
 
@@ -43,6 +43,7 @@ def load_hf_policy(model_cfg: DictConfig, lora: LoraSpec, model_path: str, adapt
         quantization = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
+    gpu = cuda_memory()
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
         dtype=dtype,
@@ -56,4 +57,4 @@ def load_hf_policy(model_cfg: DictConfig, lora: LoraSpec, model_path: str, adapt
         model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable)
     elif lora.method != "full":  # full fine-tuning trains the model itself
         model = get_peft_model(model, lora.peft_config())
-    return Policy(model=model, tokenizer=tokenizer, backend="hf", model_path=model_path)
+    return Policy(model=model, tokenizer=tokenizer, backend="hf", model_path=model_path, gpu=gpu)
