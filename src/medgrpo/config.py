@@ -212,8 +212,12 @@ def check_eval(cfg: DictConfig) -> None:
         _positive_int(cfg, "eval.limit")
     if cfg.eval.num_samples > 1 and cfg.eval.temperature <= 0:
         raise ConfigError("eval.temperature", "num_samples > 1 needs sampling (temperature > 0); greedy repeats itself")
-    if cfg.eval.adapter_path is not None and not Path(cfg.eval.adapter_path, "adapter_config.json").is_file():
-        raise ConfigError("eval.adapter_path", f"no LoRA adapter (adapter_config.json) in {cfg.eval.adapter_path}")
+    if cfg.eval.adapter_path is not None:
+        from medgrpo.backends import trained_weights_problem
+
+        problem = trained_weights_problem(cfg.eval.adapter_path, cfg.lora.get("method", "lora"))
+        if problem is not None:
+            raise ConfigError("eval.adapter_path", problem)
 
 
 def objective_keys(cfg: DictConfig) -> list[str]:

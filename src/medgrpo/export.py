@@ -20,6 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from medgrpo.backends import trained_weights_problem
+
 log = logging.getLogger("medgrpo.export")
 FORMATS = ("lora", "merged", "gguf")
 
@@ -29,26 +31,10 @@ def _job_config(job_dir: Path):
     if not results.is_file():
         raise SystemExit(f"{job_dir}: no results.json — is this a medgrpo job directory?")
     cfg = OmegaConf.create(json.loads(results.read_text())["config"])
-    _check_weights(job_dir / "adapter", cfg.lora.get("method", "lora"))
+    problem = trained_weights_problem(job_dir / "adapter", cfg.lora.get("method", "lora"))
+    if problem is not None:
+        raise SystemExit(f"{job_dir}: {problem}")
     return cfg
-
-
-def _check_weights(folder: Path, method: str) -> None:
-    """The job's adapter/ folder must hold what its lora.method trains: the whole model after lora.method=full
-    (config.json, no adapter_config.json), a PEFT adapter (adapter_config.json) otherwise."""
-    adapter, whole = ((folder / name).is_file() for name in ("adapter_config.json", "config.json"))
-    if not adapter and not whole:
-        raise SystemExit(f"{folder.parent}: no trained weights (adapter/adapter_config.json, or adapter/config.json "
-                         "after lora=full); was training enabled?")
-    if method == "full" and adapter:
-        raise SystemExit(f"{folder}: a PEFT adapter (adapter_config.json), where lora.method=full (results.json) "
-                         "saves the whole model: the run trained a LoRA, not every weight (backend=unsloth did so "
-                         "before it passed full_finetuning to Unsloth). Its results are a LoRA's; train again with "
-                         "lora=full backend.fast_inference=false, or with a LoRA (lora=r64), and export that run")
-    if method != "full" and not adapter:
-        raise SystemExit(f"{folder}: a whole model (config.json, no adapter_config.json), where "
-                         f"lora.method={method} (results.json) saves a PEFT adapter: this folder is not the job's "
-                         "adapter")
 
 
 def _method(job_dir: Path) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from medgrpo.backends import trained_weights_problem
 from medgrpo.errors import ConfigError, DataError, MedgrpoError
 from medgrpo.results import write_jsonl_atomic
 
@@ -297,10 +298,12 @@ def load_predictor(args: dict[str, str], name: str = "model") -> Predictor:
     if "run" in args:
         run_dir = Path(args["run"])
         cfg = job_config(run_dir)
-        adapter = run_dir / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
+        adapter = run_dir / "adapter"  # a LoRA, or the whole trained model after lora.method=full
+        if not adapter.is_dir():
             log.warning("%s has no adapter/: predicting with its base model", run_dir)
             adapter = None
+        elif (problem := trained_weights_problem(adapter, cfg.lora.get("method", "lora"))) is not None:
+            raise ConfigError("run", problem)
         return Predictor.load(cfg, adapter, name or run_dir.name, *_limits(args))
     adapter = Path(args["adapter"]) if args.get("adapter") else None
     if adapter is not None and not (adapter / "adapter_config.json").is_file():

@@ -88,6 +88,25 @@ class LoraSpec:
                 "target_modules": list(self.target_modules)}
 
 
+def trained_weights_problem(folder: str | Path, method: str) -> str | None:
+    """What is wrong with a job's adapter/ folder for its lora.method (None: nothing). It holds what the method
+    trains: the whole model after lora.method=full (config.json, no adapter_config.json), a PEFT adapter
+    (adapter_config.json) otherwise."""
+    adapter, whole = ((Path(folder) / name).is_file() for name in ("adapter_config.json", "config.json"))
+    if not adapter and not whole:
+        return (f"no trained weights in {folder} (adapter_config.json, or config.json after lora=full); was "
+                "training enabled?")
+    if method == "full" and adapter:
+        return (f"{folder} holds a PEFT adapter (adapter_config.json), where lora.method=full saves the whole model: "
+                "the run trained a LoRA, not every weight (backend=unsloth did so before it passed full_finetuning "
+                "to Unsloth). Its results are a LoRA's; train again with lora=full backend.fast_inference=false, or "
+                "with a LoRA (lora=r64)")
+    if method != "full" and not adapter:
+        return (f"{folder} holds a whole model (config.json, no adapter_config.json), where lora.method={method} "
+                "saves a PEFT adapter: this folder is not the job's adapter")
+    return None
+
+
 def cuda_available() -> bool:
     import torch
 
