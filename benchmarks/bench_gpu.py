@@ -13,14 +13,21 @@ What is measured, so that the comparison is fair:
 - memory: torch's peak allocated bytes during training. vLLM allocates its KV-cache pool up front
   (backend.gpu_memory_utilization of the GPU, whatever the model needs), so it is reported apart (kv_pool_gib) and
   the goal compares peak_without_kv_pool_gib.
-- isolation: each backend runs in its own process (Unsloth patches libraries globally on import); this parent
-  builds the model on the CPU and never touches the GPU, so it holds no GPU memory.
-Without CUDA it measures nothing, writes nothing, says so, and exits with benchmarks._common.SKIPPED.
+- isolation: each backend runs in its own process (Unsloth patches libraries globally on import, so each child
+  imports it before transformers, trl and peft, as the entrypoint does); this parent builds the model on the CPU
+  and never touches the GPU, so it holds no GPU memory.
+On a machine without an NVIDIA GPU it measures nothing, writes nothing, says so, and exits with
+benchmarks._common.SKIPPED. On a GPU machine it runs in the environment `make install-gpu` fills (`make bench` hands
+it that interpreter, `python` on PATH by default: GPU_PYTHON=...); an interpreter without CUDA torch, unsloth, vllm
+or bitsandbytes fails at once, naming what is missing. A child that fails fails the benchmark (exit 1): nothing is
+written, so benchmarks/results/gpu.json keeps the last measurement.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,10 +49,12 @@ QWEN25_SHAPES = {
 GOALS = {"step_time_ratio": 0.5, "memory_ratio": 0.35}  # unsloth / hf, from the issue that asked for this benchmark
 
 
-def build_model(target: Path, shape: str, tokenizer_dir: Path | None = None) -> Path:
+def build_model(target: Path, shape: str, tokenizer_dir: Path | None = None, vocab: int = QWEN25_VOCAB,
+                filler: str = "<|filler_{}|>") -> Path:
     """A Qwen2.5-<shape>-shaped checkpoint with random bf16 weights, built on the CPU the way medgrpo.tiny builds
-    the tiny model. Its tokenizer is the tiny model's (ChatML template, format tags) padded with filler tokens to
-    Qwen2.5's vocabulary, so the LM head has the real size and every sampled id decodes."""
+    the tiny model. Its tokenizer is the tiny model's (ChatML template, format tags) padded with `filler` tokens
+    (formatted with their number) to `vocab` (Qwen2.5's by default), so the LM head has that size and every
+    sampled id decodes: a random model samples fillers almost only."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -54,8 +63,8 @@ def build_model(target: Path, shape: str, tokenizer_dir: Path | None = None) -> 
     if (target / "config.json").exists():
         return target
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or ensure_tiny_model(ROOT / ".cache" / "models"))
-    tokenizer.add_tokens([f"<|filler_{i}|>" for i in range(QWEN25_VOCAB - len(tokenizer))])
-    config = Qwen2Config(vocab_size=QWEN25_VOCAB, eos_token_id=tokenizer.eos_token_id,
+    tokenizer.add_tokens([filler.format(i) for i in range(vocab - len(tokenizer))])
+    config = Qwen2Config(vocab_size=vocab, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None, max_position_embeddings=32768,
                          rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, dtype="bfloat16",
                          **QWEN25_SHAPES[shape])
@@ -110,23 +119,27 @@ class StepTimer:
 
 
 def _job_config(backend: str, model_dir: str, *overrides: str):
+    """The job's config; Unsloth is imported here when the backend is Unsloth's, before the child imports
+    transformers, trl or peft (as src/run.py does), so that its patches apply to what is measured."""
+    from medgrpo.backends.unsloth import import_first_when_chosen
     from medgrpo.config import compose_config
 
-    return compose_config(f"backend={backend}", f"model.name_or_path={model_dir}", "model.dtype=bfloat16",
-                          "logger=disabled", *overrides, output_dir=tempfile.mkdtemp(prefix="bench-gpu-"))
+    cfg = compose_config(f"backend={backend}", f"model.name_or_path={model_dir}", "model.dtype=bfloat16",
+                         "logger=disabled", *overrides, output_dir=tempfile.mkdtemp(prefix="bench-gpu-"))
+    import_first_when_chosen(cfg.backend)
+    return cfg
 
 
 def _load(cfg, backend: str):
-    """The job's policy loading (Unsloth imported first, as the entrypoint does)."""
     from medgrpo.backends import LoraSpec, load_policy
-    from medgrpo.backends.unsloth import import_first_when_chosen
 
-    import_first_when_chosen(cfg.backend)
     return load_policy(backend, cfg.model, LoraSpec.from_config(cfg.lora), backend_cfg=cfg.backend, seed=cfg.seed)
 
 
 def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
     """Runs in a subprocess: one backend's GRPO steps through the real job code."""
+    cfg = _job_config(backend, model_dir, f"grpo.max_steps={steps}", "grpo.max_completion_length=256",
+                      "grpo.save_steps=100000")
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -136,8 +149,6 @@ def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
     from medgrpo.rewards import build_reward_functions
     from medgrpo.train import train
 
-    cfg = _job_config(backend, model_dir, f"grpo.max_steps={steps}", "grpo.max_completion_length=256",
-                      "grpo.save_steps=100000")
     funcs, weights = build_reward_functions(cfg.reward, PromptFormat.from_config(cfg.prompt))
     questions = [{"prompt": [{"role": "system", "content": cfg.prompt.system},
                              {"role": "user", "content": f"Question {i}: is the patient's condition improving?"}],
@@ -149,7 +160,7 @@ def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
     timer = type("Timer", (StepTimer, TrainerCallback), {})()
     torch.cuda.reset_peak_memory_stats()
     metrics = train(cfg.grpo, policy, Dataset.from_list(questions), funcs, weights, Path(cfg.paths.output_dir),
-                    report_to=[], seed=cfg.seed, use_vllm=has_vllm_engine(policy.model), callbacks=[timer])
+                    report_to=[], seed=cfg.seed, use_vllm=has_vllm_engine(policy), callbacks=[timer])
     steady = timer.durations[warmup:]
     if not steady:
         raise RuntimeError(f"only {len(timer.durations)} steps ran; need more than --warmup {warmup}")
@@ -163,17 +174,17 @@ def grpo_child(backend: str, model_dir: str, steps: int, warmup: int) -> dict:
 
 def eval_child(engine: str, model_dir: str, items: int, warmup: int) -> dict:
     """Runs in a subprocess: evaluation throughput of one engine (vLLM through the unsloth backend)."""
+    backend = "unsloth" if engine == "vllm" else "hf"
+    cfg = _job_config(backend, model_dir, "eval.max_new_tokens=256")
     from datasets import Dataset
 
     from medgrpo.evaluation.budget import Budget
     from medgrpo.evaluation.engine import HFEngine, VLLMEngine
     from medgrpo.evaluation.evaluate import evaluate
 
-    backend = "unsloth" if engine == "vllm" else "hf"
-    cfg = _job_config(backend, model_dir, "eval.max_new_tokens=256")
     policy = _load(cfg, backend)
     if engine == "vllm":
-        generator = VLLMEngine(policy.model, policy.tokenizer, adapter_dir=None)
+        generator = VLLMEngine(policy)
     else:
         generator = HFEngine(policy.model, policy.tokenizer, batch_size=64)
     budget = Budget(mode="off", max_new_tokens=256)
@@ -191,36 +202,52 @@ def eval_child(engine: str, model_dir: str, items: int, warmup: int) -> dict:
             "kv_pool_gib": kv_pool_bytes(policy.model) / 2**30}
 
 
+class ChildFailed(RuntimeError):
+    """A benchmark child exited non-zero: the benchmark fails rather than record a half measurement."""
+
+
 def run_child(kind: str, name: str, model_dir: Path, size: int, warmup: int) -> dict:
     command = [sys.executable, "-m", "benchmarks.bench_gpu", "--child", kind, name, str(model_dir), str(size),
                str(warmup)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"failed": done.stderr[-2000:]}
+        raise ChildFailed(f"{kind}/{name} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def ratios(grpo: dict) -> dict:
-    hf, unsloth = grpo.get("hf", {}), grpo.get("unsloth", {})
-    if "step_s" not in hf or "step_s" not in unsloth:
-        return {}
+    hf, unsloth = grpo["hf"], grpo["unsloth"]
     measured = {"step_time_ratio": unsloth["step_s"] / hf["step_s"],
                 "memory_ratio": unsloth["peak_without_kv_pool_gib"] / hf["peak_without_kv_pool_gib"]}
     return {name: {"measured": value, "goal_at_most": GOALS[name], "met": value <= GOALS[name]}
             for name, value in measured.items()}
 
 
-def cuda_available() -> bool:
-    """Asked through NVML, so that this parent process never creates a CUDA context (which holds GPU memory)."""
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, whatever this interpreter's torch build: NVML (nvidia-ml-py, which
+    vLLM installs), else the driver's nvidia-smi or its /proc entries. Creates no CUDA context, so it holds no GPU
+    memory."""
     try:
-        import pynvml  # nvidia-ml-py, installed with vLLM
+        import pynvml
 
         pynvml.nvmlInit()
         return pynvml.nvmlDeviceGetCount() > 0
-    except Exception:
-        import torch
+    except Exception:  # noqa: BLE001  (no NVML library or no driver: ask the driver's other faces)
+        pass
+    if shutil.which("nvidia-smi"):
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        return listed.returncode == 0 and "GPU" in listed.stdout
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
 
-        return torch.cuda.is_available()
+
+def missing_gpu_stack() -> list[str]:
+    """What this interpreter lacks to run the GPU benchmark: a CUDA build of torch and the gpu extra."""
+    import torch
+
+    missing = [] if torch.version.cuda else [f"a CUDA build of torch (has {torch.__version__})"]
+    return missing + [package for package in ("unsloth", "vllm", "bitsandbytes")
+                      if importlib.util.find_spec(package) is None]
 
 
 def main() -> int:
@@ -236,10 +263,26 @@ def main() -> int:
         child = grpo_child if kind == "grpo" else eval_child
         print(json.dumps(child(name, model_dir, int(size), int(warmup))))
         return 0
-    if not cuda_available():
-        print("SKIPPED: no CUDA device on this machine, so no GPU benchmark was measured "
+    if not gpu_present():
+        print("SKIPPED: no NVIDIA GPU on this machine, so no GPU benchmark was measured "
               "(benchmarks/results/gpu.json is left as it was)")
         return SKIPPED
+    missing = missing_gpu_stack()
+    if missing:
+        print(f"FAILED: this machine has a GPU, but {sys.executable} lacks {', '.join(missing)}: run the GPU "
+              "benchmark in the environment make install-gpu fills (conda activate medgrpo; make bench, or "
+              "python -m benchmarks.bench_gpu); benchmarks/results/gpu.json is left as it was", file=sys.stderr)
+        return 1
+    try:
+        result = measure(args)
+    except ChildFailed as failure:
+        print(f"FAILED: {failure}\nbenchmarks/results/gpu.json is left as it was", file=sys.stderr)
+        return 1
+    write_result("gpu", result)
+    return 0
+
+
+def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "qwen2.5-3b-shaped", "3b")
         result = {"model": "Qwen2.5-3B-shaped, random weights",
@@ -250,8 +293,7 @@ def main() -> int:
             result["unsloth_vs_hf"] = ratios(result["grpo"])
         if args.only in (None, "eval"):
             result["eval"] = {e: run_child("eval", e, model_dir, args.items, args.warmup) for e in ("hf", "vllm")}
-    write_result("gpu", result)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

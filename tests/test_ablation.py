@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medgrpo.analysis.jobs import find_newest_sweep, wandb_row
+from medgrpo.analysis.jobs import JobRow, find_newest_sweep, wandb_row
 from medgrpo.analysis.report import build_report, main
 from medgrpo.analysis.study import load_study_summary
-from medgrpo.analysis.table import aggregate, t_quantile_975
+from medgrpo.analysis.table import aggregate, is_rate, t_quantile_975
 
 SWEEP_NAME = "2026-11-22_10-00-00"
 T1 = 12.706  # t(0.975, df=1): two seeds per setting
@@ -187,6 +187,40 @@ def test_t_quantiles():
     assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
     assert t_quantile_975(40) == pytest.approx(2.0211, abs=2e-4)
     assert t_quantile_975(120) == pytest.approx(1.9799, abs=2e-4)
+
+
+@pytest.mark.parametrize("metric", [
+    "eval/pubmedqa/accuracy", "eval/pubmedqa/accuracy_strict", "eval_sft/medqa/accuracy", "eval/medqa/majority_baseline",
+    "eval/medqa/shuffle_accuracy", "eval/pubmedqa/format_rate", "eval/pubmedqa/truncation_rate",
+    "eval/redteam/think_coverage", "eval/redteam/emergency_advice_coverage", "eval/redteam/risky_prescription_rate",
+    "eval/medqa/option_order_consistency", "eval/gsm8k/maj@8", "eval/gsm8k/pass@4"])
+def test_rates_are_recognised(metric):
+    assert is_rate(metric)
+
+
+@pytest.mark.parametrize("metric", [
+    "eval/pubmedqa/mean_completion_tokens", "eval/pubmedqa/mean_thinking_tokens", "eval/pubmedqa/n_items",
+    "eval/pubmedqa/accuracy_n", "train/reward", "train/loss", "train_sft/loss_last", "health/alarms",
+    "eval/gsm8k/mean_waits"])
+def test_other_metrics_are_not_rates(metric):
+    assert not is_rate(metric)
+
+
+def test_a_seed_interval_is_clipped_to_0_1_for_rates_only():
+    """Two seeds: t(0.975, 1) = 12.706 times the standard error. format_rate 0.875, 1.0: mean 0.9375, sd
+    0.125 / sqrt(2), se 0.0625, half-width 0.794125 -> [0.143375, 1.731625], clipped to 1; accuracy 0, 0.125:
+    [0.0625 - 0.794125, 0.0625 + 0.794125] -> [0, 0.856625]; mean_completion_tokens 10, 12: sd sqrt(2), se 1,
+    half-width 12.706 -> [-1.706, 23.706], not clipped (a token count is no rate)."""
+    rows = [JobRow(name=f"seed{seed}", status="ok", overrides={"seed": str(seed)},
+                   metrics={"eval/pubmedqa/format_rate": rate, "eval/pubmedqa/accuracy": accuracy,
+                            "eval/pubmedqa/mean_completion_tokens": tokens})
+            for seed, rate, accuracy, tokens in ((0, 0.875, 0.0, 10.0), (1, 1.0, 0.125, 12.0))]
+    stats = aggregate(rows, ["eval/pubmedqa/format_rate", "eval/pubmedqa/accuracy",
+                             "eval/pubmedqa/mean_completion_tokens"]).settings[0].stats
+    got = {metric.rsplit("/", 1)[1]: (stat.ci_low, stat.ci_high, stat.ci_source) for metric, stat in stats.items()}
+    assert got["format_rate"] == (pytest.approx(0.143375), 1.0, "seeds")
+    assert got["accuracy"] == (0.0, pytest.approx(0.856625), "seeds")
+    assert got["mean_completion_tokens"] == (pytest.approx(-1.706), pytest.approx(23.706), "seeds")
 
 
 def make_study(db: Path, name: str, n_trials: int, fail_at: int):

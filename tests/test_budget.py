@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from medgrpo.errors import ConfigError
 from medgrpo.evaluation.budget import Budget, BudgetForcer, split_at_delimiter
 from medgrpo.evaluation.engine import Generated, Sampling
 from tests._run import read_jsonl, read_results, run_entrypoint
@@ -13,13 +14,19 @@ EOS = "\x00"
 
 
 class CharTokenizer:
-    """One token per character, so token counts are character counts."""
+    """One token per character, so token counts are character counts; a chat is its messages' contents joined."""
 
     def encode(self, text, add_special_tokens=False):
         return [ord(c) for c in text]
 
     def decode(self, tokens, skip_special_tokens=False):
         return "".join(chr(t) for t in tokens)
+
+    def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=False):
+        return "".join(message["content"] for message in messages)
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [self.encode(text) for text in texts]}
 
 
 class ScriptedEngine:
@@ -132,6 +139,60 @@ def test_a_model_that_ends_without_closing_is_not_forced():
     budget = Budget(mode="cap", max_thinking_tokens=50, max_answer_tokens=5, answer_prefix="")
     text, result, engine = run(lambda c: "just B" + EOS, budget)
     assert text == "just B" and result.ended and result.thinking_tokens == 6 and engine.calls == [50]
+
+
+def test_a_model_that_ends_exactly_at_the_cap_ended_on_its_own():
+    budget = Budget(mode="cap", max_thinking_tokens=6, max_answer_tokens=5, answer_prefix="|")
+    text, result, engine = run(lambda c: "abcdef" + EOS, budget)  # 6 tokens, then end-of-sequence
+    assert text == "abcdef" and result.ended and result.thinking_tokens == 6
+    assert not result.forced_close and not result.truncated and engine.calls == [6]  # no answer phase
+
+
+def test_an_answer_that_ends_exactly_at_its_limit_is_not_truncated():
+    budget = Budget(mode="cap", max_thinking_tokens=4, max_answer_tokens=3, answer_prefix="")
+    text, result, _ = run(lambda c: "yes" + EOS if CLOSE in c else "x" * 50, budget)
+    assert text == "xxxx</r>yes" and result.ended and not result.truncated
+    text, result, _ = run(lambda c: "yes" + EOS, Budget(mode="off", max_new_tokens=3))
+    assert text == "yes" and result.ended and not result.truncated
+
+
+def test_a_row_that_ends_exactly_at_its_own_room_in_a_batch_ended_on_its_own():
+    """extend, cap 12: row 1 thinks 'ab' (+ Wait: 6, room 6), row 2 'a' (+ Wait: 5, room 7). Round 2 runs with the
+    larger limit, 7: row 1 ends after exactly its 6 tokens of room (ended on its own, thinking 12, not forced);
+    row 2 closes after 'c' and answers."""
+    def row_1(completion):
+        return "uvwxyz" + EOS if "Wait" in completion else "ab" + CLOSE
+
+    def row_2(completion):
+        if CLOSE in completion:
+            return "<a>B</a>" + EOS
+        return "c" + CLOSE if "Wait" in completion else "a" + CLOSE
+
+    budget = Budget(mode="extend", max_thinking_tokens=12, max_answer_tokens=20, num_ignore=1, wait_text="Wait",
+                    answer_prefix="|")
+    texts, results, engine = run_batch({"Q1?|": row_1, "Q2?|": row_2}, budget)
+    assert texts == ["abWaituvwxyz", "aWaitc</r><a>B</a>"]
+    assert [(r.thinking_tokens, r.waits, r.forced_close, r.ended, r.truncated) for r in results] == [
+        (12, 1, False, True, False), (6, 1, False, True, False)]
+    assert engine.calls == [12, 7, 20] and engine.batch_sizes == [2, 2, 1]
+
+
+def test_the_longest_completion_and_the_fit_check_at_max_seq_length():
+    """cap: 16 thinking + '</r>' + answer prefix '\\nA:' (7 characters) + 5 answer = 28 tokens; a 10-token prompt
+    fits a max_seq_length of 38 exactly, and not 37."""
+    budget = Budget(mode="cap", max_thinking_tokens=16, max_answer_tokens=5, answer_prefix="\nA:")
+    tokenizer = CharTokenizer()
+    assert budget.max_completion_tokens(tokenizer, CLOSE) == 28
+    assert Budget(mode="off", max_new_tokens=64).max_completion_tokens(tokenizer, CLOSE) == 64
+    eval_sets = {"short": [{"prompt": [{"role": "user", "content": "Q?"}]}],
+                 "long": [{"prompt": [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Q?"}]}]}
+    budget.check_fits(tokenizer, CLOSE, eval_sets, max_seq_length=38)
+    with pytest.raises(ConfigError, match=r"budget.max_thinking_tokens.*longest long prompt \(10 tokens\) plus "
+                                          r"budget=cap's longest completion \(28 tokens\) exceeds "
+                                          r"model.max_seq_length=37"):
+        budget.check_fits(tokenizer, CLOSE, eval_sets, max_seq_length=37)
+    with pytest.raises(ConfigError, match=r"eval.max_new_tokens.*\(64 tokens\).*=73"):
+        Budget(mode="off", max_new_tokens=64).check_fits(tokenizer, CLOSE, eval_sets, max_seq_length=73)
 
 
 @pytest.mark.parametrize("cap", [1, 5, 16, 40])

@@ -109,7 +109,7 @@ def test_every_source_file_uses_the_schema(path):
     ("budget=extend budget.num_ignore=-1", "budget.num_ignore", "integer >= 0"),
     ("eval.num_samples=4", "eval.temperature", "needs sampling"),
     ("budget=cap prompt.think_tag=thinking", "prompt.think_tag", "never asks for it"),
-    ("eval.adapter_path=/nonexistent/adapter", "eval.adapter_path", "no LoRA adapter"),
+    ("eval.adapter_path=/nonexistent/adapter", "eval.adapter_path", "no trained weights"),
     ("backend.name=tpu", "backend.name", "expected one of"),
     ("train.enabled=false eval.after_training=false", "train.enabled", "evaluation must be on"),
 ])

@@ -1,25 +1,26 @@
 """The GPU path's defects found by reading Unsloth 2026.10.9, vLLM 0.31 and TRL 1.14, each checked on CPU.
 
-Unsloth and vLLM cannot run here. Where a test needs them it uses a FAKE of their API that only records the
-arguments it is given (argument plumbing): it checks what our code asks of the libraries, never what they do.
+Unsloth cannot run here (vLLM runs for real on CPU in tests/test_vllm_cpu.py, `make test-vllm`). Where a test needs
+them it uses a FAKE of their API that only records the arguments it is given (argument plumbing): it checks what our
+code asks of the libraries, never what they do.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
-import textwrap
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from medgrpo.backends import LoraSpec
+from medgrpo.backends import LoraSpec, Policy, load_policy, vllm_engines
 from medgrpo.errors import ConfigError
 from medgrpo.evaluation.budget import Budget
 from medgrpo.evaluation.engine import Sampling, VLLMEngine, check_engine_request, choose_engine, has_vllm_engine
+from tests._fake_unsloth import STOP, cuda_driver, fake_unsloth_package, imported_before_unsloth
 from tests._run import run_entrypoint
 
 # ---- fakes (argument plumbing only) -------------------------------------------------------------------------------
@@ -68,53 +69,57 @@ TOKENIZER = types.SimpleNamespace(eos_token_id=7)
 # ---- 7. a second EOS id --------------------------------------------------------------------------------------------
 
 
-def test_vllm_engine_stops_at_every_eos_id_and_counts_the_second_as_an_end(fake_vllm):
+def unsloth_policy(model, model_path=None):
+    """A Policy as the unsloth backend returns it with fast_inference=True."""
+    return Policy(model=model, tokenizer=TOKENIZER, backend="unsloth", model_path=model_path, vllm=model.vllm_engine)
+
+
+def test_vllm_engine_stops_at_every_eos_id_and_counts_the_second_as_an_end(fake_vllm, tmp_path):
     model = FakeVLLMModel([FakeCompletion([5, 6, 8], "stop", 8),          # the second EOS: vLLM's stop_reason is 8
                            FakeCompletion([5, 7], "stop", None),          # the tokenizer's EOS
                            FakeCompletion([5, 9], "stop", "</think>"),    # a stop string
-                           FakeCompletion([5, 6], "length", None)])       # the token limit
-    engine = VLLMEngine(model, TOKENIZER, adapter_dir=Path("/adapter"))
-    out = engine.generate([[1], [1], [1], [1]], 16, ["</think>"], Sampling())
+                           FakeCompletion([5, 6], "length", None),        # the token limit
+                           FakeCompletion([5, 4], "stop", 4)])            # an id vLLM stopped at on its own
+    # Unsloth rebuilds the model from config.json alone: its generation config lacks the second id, which only the
+    # model folder's generation_config.json lists (vLLM reads that file itself).
+    model.generation_config = types.SimpleNamespace(eos_token_id=7)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 8]}))
+    engine = VLLMEngine(unsloth_policy(model, str(tmp_path)))
+    out = engine.generate([[1]] * 5, 16, ["</think>"], Sampling())
     assert sorted(model.calls[0]["params"]["stop_token_ids"]) == [7, 8]
-    assert [(g.tokens, g.ended) for g in out] == [([5, 6], True), ([5], True), ([5, 9], False), ([5, 6], False)]
+    assert [(g.tokens, g.ended) for g in out] == [([5, 6], True), ([5], True), ([5, 9], False), ([5, 6], False),
+                                                  ([5], True)]
 
-# ---- minor: the LoRA is loaded once, not on every generate call ----------------------------------------------------
+# ---- minor: the LoRA is loaded once, not on every generate call; 6. never a stale adapter from disk ----------------
 
 
-def test_vllm_engine_builds_one_lora_request_for_all_its_generate_calls(fake_vllm):
+def test_vllm_engine_saves_the_current_lora_once_and_requests_it_for_all_its_generate_calls(fake_vllm):
     model = FakeVLLMModel([FakeCompletion([5], "length", None)])
-    engine = VLLMEngine(model, TOKENIZER, adapter_dir=Path("/job/adapter"))
+    engine = VLLMEngine(unsloth_policy(model))
     for _ in range(3):  # budget forcing: a thinking round, an extension, the answer
         engine.generate([[1]], 4, [], Sampling())
-    assert model.loaded == ["/job/adapter"]
-    assert [call["lora_request"] for call in model.calls] == ["request-1"] * 3
-
-
-def test_during_training_the_current_lora_is_saved_once_per_evaluation(fake_vllm):
-    model = FakeVLLMModel([FakeCompletion([5], "length", None)])
-    engine = VLLMEngine(model, TOKENIZER, adapter_dir=None)
-    engine.generate([[1]], 4, [], Sampling())
-    engine.generate([[1]], 4, [], Sampling())
+    # the weights the model holds now, saved for vLLM: never <job>/adapter, which may be an earlier run's
     assert len(model.saved) == 1 and model.loaded == model.saved
+    assert [call["lora_request"] for call in model.calls] == ["request-1"] * 3
 
 # ---- 8. the engine follows the loaded model; eval.engine=vllm checked before loading --------------------------------
 
 
 def test_the_engine_follows_what_the_loaded_model_supports():
-    with_vllm = FakeVLLMModel([])
-    without = types.SimpleNamespace(generation_config=with_vllm.generation_config)  # Unsloth fell back, no vLLM
-    assert has_vllm_engine(with_vllm) and not has_vllm_engine(without)
+    with_vllm = unsloth_policy(FakeVLLMModel([]))
+    without = Policy(model=types.SimpleNamespace(), tokenizer=TOKENIZER, backend="unsloth", model_path="m")
+    assert has_vllm_engine(with_vllm) and not has_vllm_engine(without)  # Unsloth fell back: no vLLM
     assert choose_engine("auto", with_vllm) == "vllm" and choose_engine("auto", without) == "hf"
     assert choose_engine("hf", with_vllm) == "hf"
     with pytest.raises(ConfigError, match="eval.engine.*no vLLM engine"):
         choose_engine("vllm", without)
 
 
-def test_eval_engine_vllm_without_vllm_is_refused_before_loading():
-    check_engine_request("vllm", use_vllm=True)
-    check_engine_request("auto", use_vllm=False)
-    with pytest.raises(ConfigError, match="eval.engine.*backend=unsloth"):
-        check_engine_request("vllm", use_vllm=False)
+def test_eval_engine_vllm_on_unsloth_without_its_engine_is_refused_before_loading():
+    assert check_engine_request("vllm", "unsloth", backend_cfg(), LORA, None, MODEL, "m") is False  # Unsloth's own
+    assert check_engine_request("auto", "hf", backend_cfg(), LORA, None, MODEL, "m") is False  # auto: transformers
+    with pytest.raises(ConfigError, match="eval.engine.*fast_inference"):
+        check_engine_request("vllm", "unsloth", backend_cfg(fast_inference=False), LORA, None, MODEL, "m")
 
 
 @pytest.mark.slow
@@ -123,7 +128,9 @@ def test_eval_engine_vllm_on_cpu_fails_in_one_line_before_the_model_loads(tmp_pa
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, env={"HYDRA_FULL_ERROR": "0"})
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-2000:]
-    assert "eval.engine" in output and "backend=unsloth" in output and "Traceback" not in output
+    # without vLLM (.venv): that; with it (.venv-vllm): preset=tiny's adapter targets lm_head, which vLLM cannot apply
+    expected = "'eval.engine': needs vLLM" if find_spec("vllm") is None else "'lora.target_modules'"
+    assert expected in output and "Traceback" not in output
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     assert results["status"] == "failed" and "model_load_s" not in results["timings"]
 
@@ -158,14 +165,31 @@ def test_budget_forcing_that_could_pass_max_seq_length_is_refused_before_loading
 # ---- 2, 3, minor: Unsloth loading (a fake FastLanguageModel: argument plumbing only) ------------------------------
 
 
+class FakeEngine:
+    """A vllm.LLM's shutdown path (llm_engine.engine_core.shutdown), recorded in `shut_down`."""
+
+    shut_down: list[str] = []
+
+    def __init__(self, name):
+        self.name = name
+        self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(model=name),
+                                                engine_core=types.SimpleNamespace(shutdown=self._shutdown))
+
+    def _shutdown(self):
+        FakeEngine.shut_down.append(self.name)
+
+    def __repr__(self):
+        return self.name
+
+
 @dataclass
 class FakeFastLanguageModel:
     calls: list = field(default_factory=list)
 
     def from_pretrained(self, **kwargs):
         self.calls.append(("from_pretrained", kwargs))
-        model = types.SimpleNamespace(vllm_engine=f"engine-{len(self.calls)}") if kwargs["fast_inference"] \
-            else types.SimpleNamespace()
+        model = types.SimpleNamespace(vllm_engine=FakeEngine(f"engine-{len(self.calls)}")) \
+            if kwargs["fast_inference"] else types.SimpleNamespace()
         return model, types.SimpleNamespace(pad_token=None, eos_token="<eos>", padding_side="right")
 
     def get_peft_model(self, model, **kwargs):
@@ -184,8 +208,10 @@ def fake_unsloth(monkeypatch):
     deleted: list = []
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=fast))
     monkeypatch.setitem(sys.modules, "unsloth_zoo", types.ModuleType("unsloth_zoo"))
-    monkeypatch.setitem(sys.modules, "unsloth_zoo.vllm_utils", types.SimpleNamespace(delete_vllm=deleted.append))
-    monkeypatch.setattr(backend, "_loaded_engines", [])
+    monkeypatch.setitem(sys.modules, "unsloth_zoo.vllm_utils",
+                        types.SimpleNamespace(delete_vllm=lambda llm: deleted.append(llm.name)))
+    monkeypatch.setattr(vllm_engines, "_engines", [])
+    monkeypatch.setattr(FakeEngine, "shut_down", [])
     monkeypatch.setenv(backend.STANDBY_ENV, "0")
     return backend, fast, deleted
 
@@ -218,12 +244,76 @@ def test_training_from_a_saved_adapter_keeps_it_trainable_without_a_second_lora(
     assert fast.calls[0][1]["max_lora_rank"] == 16
 
 
-def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine(fake_unsloth):
+def test_a_new_job_in_the_same_process_frees_the_previous_jobs_vllm_engine_whatever_its_backend(fake_unsloth,
+                                                                                               tiny_model_dir):
+    _, _, deleted = fake_unsloth
+    load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    assert deleted == [] and vllm_engines.live_engines() == 1
+    load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")  # calls: load, lora, load
+    # shut down first (vLLM's EngineCore.shutdown undoes its gc.freeze()), then Unsloth's own clean-up
+    assert FakeEngine.shut_down == deleted == ["engine-1"] and vllm_engines.live_engines() == 1
+    hf_model = OmegaConf.create({"name_or_path": str(tiny_model_dir), "builder": None, "dtype": "float32",
+                                 "trust_remote_code": False, "max_seq_length": 512})
+    load_policy("hf", hf_model, replace(LORA, load_in_4bit=False))  # a sweep: unsloth, then hf
+    assert FakeEngine.shut_down == deleted == ["engine-1", "engine-3"] and vllm_engines.live_engines() == 0
+
+
+FULL = LoraSpec.from_config(OmegaConf.create({"method": "full", "rank": 64, "alpha": 64, "dropout": 0.0,
+                                              "target_modules": ["q_proj"], "load_in_4bit": False}))
+
+
+def test_full_fine_tuning_under_unsloth_trains_the_whole_model_not_a_lora(fake_unsloth):
+    backend, fast, _ = fake_unsloth
+    backend.load_unsloth_policy(MODEL, FULL, backend_cfg(fast_inference=False), "org/base", None, trainable=True,
+                                seed=0)
+    assert [name for name, _ in fast.calls] == ["from_pretrained"]  # no rank-64 LoRA on top
+    assert fast.calls[0][1]["full_finetuning"] is True  # unsloth/models/loader.py:1248
+    fast.calls.clear()
+    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
+    assert [(name, kwargs.get("full_finetuning")) for name, kwargs in fast.calls] == [
+        ("from_pretrained", False), ("get_peft_model", None)]
+
+
+def test_a_full_fine_tuned_model_is_evaluated_from_its_own_folder(fake_unsloth, tmp_path):
+    backend, fast, _ = fake_unsloth
+    (tmp_path / "config.json").write_text("{}")  # lora.method=full saves the whole model: no adapter_config.json
+    backend.load_unsloth_policy(MODEL, FULL, backend_cfg(fast_inference=False), "org/base", tmp_path,
+                                trainable=False, seed=0)
+    assert [name for name, _ in fast.calls] == ["from_pretrained", "for_inference"]
+    assert fast.calls[0][1]["model_name"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["unsloth", "auto"])
+def test_full_fine_tuning_with_vllm_is_refused_before_the_model_loads(name, monkeypatch):
+    """Unsloth raises NotImplementedError for full_finetuning with fast_inference (unsloth/models/vision.py:4327),
+    after loading the weights. backend=auto is Unsloth on a GPU machine with unsloth installed: this CPU machine is
+    told it has both (machine probes only)."""
+    from importlib.machinery import ModuleSpec
+
+    from medgrpo import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda module: ModuleSpec(module, None))
+    vllm_on = OmegaConf.create({"name": name, "fast_inference": True})
+    with pytest.raises(ConfigError, match="lora.method=full with backend.fast_inference=true.*fast_inference=false"):
+        backends.resolve_backend(vllm_on, FULL)
+    assert backends.resolve_backend(OmegaConf.create({"name": name, "fast_inference": False}), FULL) == "unsloth"
+
+
+def test_free_gpu_memory_is_taken_after_the_previous_engine_is_freed_and_before_the_weights_load(fake_unsloth,
+                                                                                                 monkeypatch):
+    """results.json host.gpu, which make gpu-check compares between the jobs of one process: the measurement (here
+    a record of what had happened when it was taken; CUDA's own needs a GPU) must follow the release of the
+    previous job's engine and precede the new weights."""
+    from medgrpo.backends import load_policy
+
     backend, fast, deleted = fake_unsloth
-    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
-    assert deleted == []
-    backend.load_unsloth_policy(MODEL, LORA, backend_cfg(), "org/base", None, trainable=True, seed=0)
-    assert deleted == ["engine-1"] and backend._loaded_engines == ["engine-3"]  # calls: load, lora, load
+    monkeypatch.setattr(backend, "cuda_memory", lambda: {"engines_freed": list(deleted),
+                                                          "loads": sum(name == "from_pretrained" for name, _ in fast.calls)})
+    first = load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    second = load_policy("unsloth", MODEL, LORA, backend_cfg=backend_cfg(), model_path="org/base")
+    assert first.gpu == {"engines_freed": [], "loads": 0}
+    assert second.gpu == {"engines_freed": ["engine-1"], "loads": 1}
 
 
 def test_the_standby_variable_is_set_from_the_config_before_unsloth_reads_it(fake_unsloth, monkeypatch, tmp_path):
@@ -252,34 +342,16 @@ def test_standby_cannot_change_within_one_process(fake_unsloth):
 
 @pytest.mark.slow
 def test_the_entrypoint_imports_unsloth_before_trl_transformers_and_peft(tmp_path, model_cache):
-    fake = tmp_path / "site" / "unsloth"
-    fake.mkdir(parents=True)
-    # A FAKE unsloth (argument plumbing only): it records what was imported before it, then stops the job.
-    (fake / "__init__.py").write_text(textwrap.dedent("""
-        import json, os, sys
-        with open(os.environ["FAKE_UNSLOTH_RECORD"], "w") as out:
-            json.dump({m: m in sys.modules for m in ("trl", "transformers", "peft")}, out)
-        class FastLanguageModel:
-            @staticmethod
-            def from_pretrained(**kwargs):
-                raise RuntimeError("fake unsloth: no model here")
-        """))
-    driver = tmp_path / "run_with_cuda.py"
-    # This CPU machine has no CUDA: the driver says it has (argument plumbing), so backend=unsloth is chosen.
-    driver.write_text(textwrap.dedent("""
-        import runpy, sys
-        import medgrpo.backends
-        medgrpo.backends.cuda_available = lambda: True
-        sys.argv = sys.argv[1:]  # run_entrypoint puts src/run.py after this driver
-        runpy.run_path(sys.argv[0], run_name="__main__")
-        """))
-    record = tmp_path / "imported_before_unsloth.json"
-    done = run_entrypoint("preset=tiny", "backend=unsloth", "lora.load_in_4bit=false", "logger=disabled",
+    env, record = fake_unsloth_package(tmp_path)
+    # run_entrypoint puts src/run.py after this driver
+    driver = cuda_driver(tmp_path, "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+    # lm_head out of the targets: vLLM (fast_inference) cannot apply a LoRA on it, which is refused before load
+    done = run_entrypoint("preset=tiny", "backend=unsloth", "lora.load_in_4bit=false", "lora.target_modules=[q_proj]",
+                          "logger=disabled",
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, prefix=[sys.executable, str(driver)],
-                          env={"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                               "FAKE_UNSLOTH_RECORD": str(record)})
-    assert "fake unsloth: no model here" in done.stderr  # the job reached the Unsloth backend
-    assert json.loads(record.read_text()) == {"trl": False, "transformers": False, "peft": False}
+                          env=env)
+    assert STOP in done.stderr  # the job reached the Unsloth backend
+    assert imported_before_unsloth(record) == {"trl": False, "transformers": False, "peft": False}
 
 # ---- 6. one objective on both backends: Unsloth's GRPOConfig fills and overrides -----------------------------------
 
@@ -327,28 +399,57 @@ def _grpo_settings(tmp_path, **extra):
             "per_device_train_batch_size": 4, "num_generations": 4, **extra}
 
 
-def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path):
+def _unsloth_patched_grpo_config(monkeypatch):
+    """A FAKE of Unsloth's patched GRPOConfig (argument plumbing only), with the behaviour that matters here copied
+    from unsloth 2026.10.9: its __init__ fills epsilon_high for an explicit dapo (unsloth/models/rl.py:3563) and
+    sets a batch size that is not a multiple of num_generations to num_generations (rl_replacements.py:5262); then
+    it is renamed to pass for TRL's own class (rl.py:701-728: __name__, __qualname__ = "GRPOConfig", __module__ =
+    "trl.trainer.grpo_config") and bound where TRL's was (rl.py:3961-3992: trl.GRPOConfig and its module)."""
+    import trl
+    import trl.trainer.grpo_config
     from trl import GRPOConfig
 
-    from medgrpo.train import held_grpo_config
+    class UnslothGRPOConfig(GRPOConfig):
+        def __init__(self, **kwargs):
+            if kwargs.get("loss_type") == "dapo" and kwargs.get("epsilon_high") is None:
+                kwargs["epsilon_high"] = 0.28
+            batch, generations = kwargs.get("per_device_train_batch_size", 8), kwargs.get("num_generations", 8)
+            if batch % generations:
+                kwargs["per_device_train_batch_size"] = generations
+            super().__init__(**kwargs)
 
-    class FakeUnslothGRPOConfig(GRPOConfig):
-        """A FAKE of Unsloth's patched class (argument plumbing only): it fills epsilon_high for dapo, as
-        unsloth/models/rl.py:3563 does."""
+    UnslothGRPOConfig.__module__ = GRPOConfig.__module__
+    UnslothGRPOConfig.__qualname__ = UnslothGRPOConfig.__name__ = "GRPOConfig"
+    monkeypatch.setattr(trl, "GRPOConfig", UnslothGRPOConfig)
+    monkeypatch.setattr(trl.trainer.grpo_config, "GRPOConfig", UnslothGRPOConfig)
+    return GRPOConfig, UnslothGRPOConfig
 
-        def __post_init__(self):
-            if self.loss_type == "dapo" and self.epsilon_high is None:
-                self.epsilon_high = 0.28
-            super().__post_init__()
 
+def test_the_fake_passes_for_trl_s_class_as_unsloth_s_does(monkeypatch):
+    trl_class, patched = _unsloth_patched_grpo_config(monkeypatch)
+    assert (patched.__name__, patched.__qualname__, patched.__module__) == \
+        (trl_class.__name__, trl_class.__qualname__, trl_class.__module__)
+    import trl
+
+    assert trl.GRPOConfig is patched and patched is not trl_class
+
+
+def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path, monkeypatch):
+    from medgrpo.train import held_grpo_config, trl_grpo_values
+
+    trl_class, patched = _unsloth_patched_grpo_config(monkeypatch)
     unstated = _grpo_settings(tmp_path)
-    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but FakeUnslothGRPOConfig holds 0.28"):
-        held_grpo_config(FakeUnslothGRPOConfig(**unstated), unstated, grpo_keys=["loss_type"])
+    with pytest.raises(ConfigError, match=r"grpo.epsilon_high.*None, but the trainer's GRPOConfig holds 0.28"):
+        held_grpo_config(patched(**unstated), trl_grpo_values(unstated), grpo_keys=["loss_type"])
+    # 6 x 2 accumulation = 12 completions, 3 groups of 4: TRL keeps it; Unsloth sets the batch to 4 (6 % 4 != 0)
+    uneven = _grpo_settings(tmp_path, epsilon_high=0.28, per_device_train_batch_size=6, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match=r"grpo.per_device_train_batch_size.*6, but .* holds 4"):
+        held_grpo_config(patched(**uneven), trl_grpo_values(uneven), grpo_keys=["per_device_train_batch_size"])
     stated = _grpo_settings(tmp_path, epsilon_high=0.28)
-    held = held_grpo_config(FakeUnslothGRPOConfig(**stated), stated, grpo_keys=["loss_type", "epsilon_high"])
+    held = held_grpo_config(patched(**stated), trl_grpo_values(stated), grpo_keys=["loss_type", "epsilon_high"])
     assert held["epsilon_high"] == 0.28 and held["loss_type"] == "dapo"
     assert json.loads(json.dumps(held)) == held
-    assert held_grpo_config(GRPOConfig(**unstated), unstated, grpo_keys=[])["epsilon_high"] is None  # plain TRL
+    assert held_grpo_config(trl_class(**unstated), trl_grpo_values(unstated), grpo_keys=[])["epsilon_high"] is None
 
 
 @pytest.mark.slow
@@ -378,3 +479,55 @@ def test_export_after_a_4bit_run_says_which_16bit_weights_it_needs(tmp_path):
     assert "16-bit weights of org/model-never-downloaded" in done.stderr and "4-bit base" in done.stderr
     assert "HF_HUB_OFFLINE=0 make export" in done.stderr and "FORMATS=lora" in done.stderr
     assert (job / "export" / "lora" / "adapter_config.json").is_file()  # what could be exported, was
+
+
+def _job_with_weights(tmp_path, tiny_model_dir, method: str, weights: str, base: Path | None = None) -> Path:
+    """A finished job folder whose results.json says lora.method=`method` and whose adapter/ holds `weights`: a
+    real PEFT LoRA of the tiny model ("adapter") or the tiny model itself ("whole")."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    job = tmp_path / "job"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if weights == "adapter":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(job / "adapter")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(job / "adapter")
+    config = {"model": {"name_or_path": str(base or tiny_model_dir), "builder": None, "trust_remote_code": False},
+              "lora": {"method": method, "load_in_4bit": False}}
+    (job / "results.json").write_text(json.dumps({"status": "ok", "config": config}))
+    return job
+
+
+@pytest.mark.parametrize("method, weights, said", [
+    ("full", "adapter", "a PEFT adapter (adapter_config.json), where lora.method=full"),  # Unsloth before the fix
+    ("lora", "whole", "a whole model (config.json, no adapter_config.json), where lora.method=lora"),
+])
+def test_export_refuses_weights_that_are_not_what_the_method_trains(method, weights, said, tmp_path,
+                                                                     tiny_model_dir):
+    from tests._run import run_module
+
+    job = _job_with_weights(tmp_path, tiny_model_dir, method, weights)
+    done = run_module("medgrpo.export", str(job), "--formats", "merged", "--dtype", "float32", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert said in done.stderr
+    assert not (job / "export" / "merged_float32").exists()  # before: an adapter written as the "merged" model
+
+
+def test_export_from_a_4bit_base_without_cuda_says_it_must_dequantize_on_the_gpu(tmp_path, tiny_model_dir):
+    """A *-bnb-4bit checkpoint: the tiny model's config with the quantization_config transformers saves after 4-bit
+    loading (no quantized weights can be made without CUDA; the config is what export reads first)."""
+    from tests._run import run_module
+
+    base = tmp_path / "org--model-bnb-4bit"
+    base.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                     "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16"}
+    (base / "config.json").write_text(json.dumps(config))
+    job = _job_with_weights(tmp_path, tiny_model_dir, "lora", "adapter", base=base)
+    done = run_module("medgrpo.export", str(job), "--formats", "lora,merged", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "bitsandbytes 4-bit checkpoint" in done.stderr and "FORMATS=lora" in done.stderr
+    assert not (job / "export" / "merged_bfloat16").exists()
+    assert (job / "export" / "lora" / "adapter_config.json").is_file()

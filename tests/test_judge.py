@@ -97,6 +97,38 @@ def test_a_judge_that_keeps_failing_fails_the_job(tmp_path):
     assert judge.stats.retries == 4
 
 
+def test_the_failure_rate_counts_distinct_judged_items_and_tolerates_a_rate_at_the_limit(tmp_path, server):
+    fake, base_url = server
+    judge = Judge(settings(tmp_path, base_url, failure_policy={"max_failure_rate": 0.25, "min_items": 4}), KEY)
+    # 4 items, 1 without a verdict: 1/4 = 0.25, exactly the limit: tolerated
+    first = score(judge, [f"{GOOD} one", f"{GOOD} two", f"{GOOD} three", "Rest. [[malformed]]"])
+    assert first[3] is None and None not in first[:3]
+    stats = judge.stats
+    assert (stats.items, stats.failed_items, stats.cache_hits) == (4, 1, 0)
+    assert (stats.calls, stats.failures, stats.retries) == (3 + 2, 2, 1)  # the malformed one asked twice
+    # Cache hits are no judged items: 4 rows from the cache (3 distinct), then 2 new items of which 1 fails ->
+    # 2 of 6 (0.33) fails the job. (Counting the hits would make it 2 of 10 = 0.2, under the limit.)
+    with pytest.raises(JudgeFailed, match=r"failed on 2 of 6 items \(33% > judge.failure_policy.max_failure_rate=25%\)"):
+        score(judge, [f"{GOOD} one", f"{GOOD} one", f"{GOOD} two", f"{GOOD} three", f"{GOOD} four",
+                      "Sleep. [[malformed]]"])
+    assert judge.stats.cache_hits == 4 and fake.requests == 5 + 1 + 2  # cache hits count rows
+
+
+def test_a_repeated_completion_is_one_judged_item(tmp_path, server):
+    """A GRPO group repeats completions: 3 copies of one answer and 1 of another that fails are 2 items, 1 failed
+    (0.5), not 4 rows with 1 failed (0.25)."""
+    fake, base_url = server
+    rows = [GOOD] * 3 + ["Rest. [[malformed]]"]
+    tolerant = Judge(settings(tmp_path, base_url, failure_policy={"max_failure_rate": 0.5, "min_items": 2}), KEY)
+    scores = score(tolerant, rows)
+    assert scores[3] is None and scores[0] == scores[1] == scores[2] is not None
+    assert (tolerant.stats.items, tolerant.stats.failed_items) == (2, 1)
+    strict = Judge(settings(tmp_path / "other", base_url, failure_policy={"max_failure_rate": 0.4, "min_items": 2}),
+                   KEY)
+    with pytest.raises(JudgeFailed, match="failed on 1 of 2 items"):
+        score(strict, rows)
+
+
 def test_a_wrong_key_is_not_retried(tmp_path, server):
     fake, base_url = server
     judge = Judge(settings(tmp_path, base_url, failure_policy={"min_items": 100}), "sk-wrong")

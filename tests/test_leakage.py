@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from medgrpo.data import check_leakage, prepare_train, validate_data_config
-from medgrpo.data.leakage import find_near_duplicates, jaccard, shingles
+from medgrpo.data.leakage import find_near_duplicates, jaccard, lsh_bands, shingles
 from medgrpo.data.normalize import normalize_source
 from medgrpo.data.readers import read_source
 from medgrpo.errors import ConfigError, DataError
@@ -49,6 +49,43 @@ def test_shingles_ignore_option_order_and_case():
     assert forward == shingles("which ORGAN is involved", ["Urinary bladder", "Spleen", "Appendix"])
     assert "urinary bladder" in forward and "bladder spleen" not in forward  # options are shingled one by one
     assert jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)
+
+
+def test_a_pair_exactly_at_the_threshold_is_a_near_duplicate():
+    """5 words, the last one changed: shared are 4 words and 3 word pairs (7), each side has 5 + 4 = 9 shingles, so
+    Jaccard = 7 / (9 + 9 - 7) = 7/11 = 0.6364. At a threshold of exactly 7/11 the pair is found; just above, not."""
+    evals = {"pubmedqa": {"id": ["e1"], "question": ["Is aspirin safe in pregnancy?"]}}
+    train = {"id": ["t1"], "question": ["Is aspirin safe in childhood?"]}
+    assert jaccard(shingles(evals["pubmedqa"]["question"][0]), shingles(train["question"][0])) == 7 / 11
+    assert find_near_duplicates(train, evals, threshold=7 / 11) == [
+        {"eval_set": "pubmedqa", "eval": "e1", "train": "t1", "similarity": 0.6364,
+         "eval_question": "Is aspirin safe in pregnancy?", "train_question": "Is aspirin safe in childhood?"}]
+    assert find_near_duplicates(train, evals, threshold=7 / 11 + 1e-9) == []
+
+
+def test_each_leaked_item_is_counted_once_by_the_first_way_that_found_it():
+    """e1 is a training question word for word (and so also a near duplicate), pubmed:5 shares its PubMed id
+    (its question is a near duplicate too: 9 of 13 shingles), e2 is only a near duplicate (7/11): one each."""
+    train = {"id": ["pool:1", "pool:5"], "source": ["pool", "pool"],
+             "question": ["Is aspirin safe in pregnancy?", "Does coffee raise blood pressure in adults?"]}
+    evals = {"pubmedqa": {"id": ["e1", "pubmed:5", "e2"], "source": ["pubmedqa"] * 3,
+                          "question": ["Is aspirin safe in pregnancy?", "Does coffee raise blood pressure?",
+                                       "Is aspirin safe in infancy?"]}}
+    report = check_leakage(train, evals, allow=True, namespaces={"pool": "pubmed", "pubmedqa": "pubmed"},
+                           near_duplicate_threshold=0.6)
+    assert report["per_eval"]["pubmedqa"] == {"items": 3, "leaked": 3, "by_id": 1, "by_text": 1,
+                                              "by_near_duplicate": 1}
+    assert [(e["eval"], e["by"]) for e in report["examples"]] == [("e1", "text"), ("pubmed:5", "id"),
+                                                                  ("e2", "near_duplicate")]
+    assert report["overlap"] == 3 and report["near_duplicates"]["pairs_found"] == 3
+
+
+def test_lsh_bands_are_the_widest_that_keep_a_pair_at_the_threshold():
+    """Recall at the threshold t with b bands of r rows: 1 - (1 - t^r)^b, b = 128 // r, at least 0.98.
+    t = 0.6: r = 4 gives 1 - (1 - 0.1296)^32 = 1 - 0.0118 = 0.988; r = 5: 1 - (1 - 0.0778)^25 = 0.868.
+    t = 0.9: r = 11 gives 1 - (1 - 0.3138)^11 = 1 - 0.0159 = 0.984; r = 12: 1 - (1 - 0.2824)^10 = 0.964."""
+    assert lsh_bands(0.6) == (32, 4)
+    assert lsh_bands(0.9) == (11, 11)
 
 
 def test_the_bundled_training_pools_hold_no_near_duplicate_of_an_eval_item(bundled):

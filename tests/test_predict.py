@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from _run import ROOT, read_jsonl, run_module
@@ -16,7 +17,11 @@ from omegaconf import OmegaConf
 
 from medgrpo.backends import resolve_model_path
 from medgrpo.errors import ConfigError, DataError
-from medgrpo.predict import append_lines, done_ids, parse_args, parse_items, restore_input_order, run
+from medgrpo.evaluation.budget import Budget
+from medgrpo.evaluation.engine import Generated, Sampling
+from medgrpo.predict import (Predictor, append_lines, done_ids, parse_args, parse_items, predict_file,
+                             restore_input_order, run)
+from medgrpo.prompting import PromptFormat
 
 
 def write(path, text: str):
@@ -44,6 +49,18 @@ def test_items_from_jsonl_infer_answer_types(tmp_path):
     assert items[2]["choices"] == ["one", "two"] and items[3]["answer"] is None
 
 
+def test_an_input_id_0_is_kept(tmp_path):
+    """0 is an id like any other (it used to become the record number: ids 0, 7 came out as 1, 7, and ids 0, 1 were
+    refused as duplicates); a null or empty id is no id: the record's number stands in."""
+    items = parse_items(write(tmp_path / "in.jsonl", '{"id": 0, "question": "a"}\n{"id": 7, "question": "b"}\n'
+                              '{"id": 1, "question": "c"}\n{"id": null, "question": "d"}\n{"id": "", "question": "e"}\n'
+                              '{"question": "f", "context": 0}\n'))
+    assert [item["id"] for item in items] == ["0", "7", "1", "4", "5", "6"]
+    assert items[5]["context"] == "0"  # a context 0 is text "0", not no context
+    items = parse_items(write(tmp_path / "in.csv", "id,question\n0,a\n1,b\n"))
+    assert [item["id"] for item in items] == ["0", "1"]
+
+
 def test_items_from_csv_with_a_choices_cell(tmp_path):
     items = parse_items(write(tmp_path / "in.csv", 'id,question,choices,answer\nq1,Which organ?,"[\'Liver\', '
                               '\'Spleen\']",B\nq2,Is it safe?,,\n'))
@@ -58,6 +75,13 @@ def test_items_from_csv_with_a_choices_cell(tmp_path):
     ("in.jsonl", '{"question": "ok"}\nquestion,answer\n', r"in\.jsonl, line 2: invalid JSON"),
     ("in.txt", "What is it?\n", r"in\.txt: expected a \.jsonl or \.csv file"),
     ("in.jsonl", '{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n', r"in\.jsonl, line 2: id '1' occurs twice"),
+    # refused while reading, before any model loads (grading them would fail mid-run, naming no line)
+    ("in.jsonl", '{"question": "ok"}\n{"question": "Which?", "answer_type": "bogus"}\n',
+     r"in\.jsonl, line 2: answer_type 'bogus' is not one of numeric, yesno, choice, open"),
+    ("in.jsonl", '{"question": "Which?", "choices": ["a", "b"], "answer": "E"}\n',
+     r"in\.jsonl, line 1: choice answer 'E' is not one of the letters AB"),
+    ("in.csv", "question,answer_type,answer\nHow many?,numeric,abc\n",
+     r"in\.csv, record 1 \(line 2 .*\): numeric answer 'abc' is not a single number"),
 ])
 def test_bad_input_names_the_file_and_line(tmp_path, name, text, message):
     with pytest.raises(DataError, match=message):
@@ -96,6 +120,100 @@ def test_cli_error_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == ["error: config key 'temperature': expected key=value with a key "
                                                 "among ['run', 'model', 'adapter', 'input', 'output', 'batch_size', "
                                                 "'max_new_tokens']"]
+
+
+class Killed(Exception):
+    """What the scripted model raises in place of a kill."""
+
+
+class ScriptedModel:
+    """The generation engine of a Predictor, scripted: each prompt (decoded with the real tokenizer) is answered with
+    the completion scripted for the question in it. Records the questions of each call (one call per batch);
+    raises Killed at call number `killed_at`."""
+
+    def __init__(self, tokenizer, completions: dict[str, str], batch_size: int, killed_at: int | None = None):
+        self.tokenizer, self.completions, self.batch_size, self.killed_at = tokenizer, completions, batch_size, killed_at
+        self.calls: list[list[str]] = []
+
+    def generate(self, sequences, max_new_tokens, stop_strings, sampling):
+        questions = [next(q for q in self.completions if q in self.tokenizer.decode(s)) for s in sequences]
+        self.calls.append(questions)
+        if len(self.calls) == self.killed_at:
+            raise Killed
+        tokens = [self.tokenizer.encode(self.completions[q], add_special_tokens=False) for q in questions]
+        return [Generated(t[:max_new_tokens], ended=len(t) <= max_new_tokens) for t in tokens]
+
+
+def scripted(tokenizer, completions: dict[str, str], batch_size: int = 2, killed_at: int | None = None) -> Predictor:
+    """A Predictor as Predictor.load builds it (real tokenizer, prompts, budget forcing, grading), the model scripted."""
+    model = ScriptedModel(tokenizer, completions, batch_size, killed_at)
+    return Predictor(SimpleNamespace(tokenizer=tokenizer), model, PromptFormat(system="Answer in tags."),
+                     Budget(mode="off", max_new_tokens=64), Sampling(), {}, "scripted")
+
+
+def test_batches_go_longest_first_a_killed_run_resumes_and_the_output_ends_in_input_order(tmp_path, tiny_tokenizer):
+    # q<n> says 'severe' n times: each question is longer than the one before it
+    questions = {f"q{n}": f"Is finding {n} a sign of {'severe ' * n}anaemia?" for n in range(5)}
+    items = [{"id": key, "question": q, "context": "", "choices": [], "answer": None, "answer_type": "open"}
+             for key, q in questions.items()]
+    completions = {q: f"<answer>\nnot {key}\n</answer>" for key, q in questions.items()}
+    output = tmp_path / "out.jsonl"
+    first = scripted(tiny_tokenizer, completions, batch_size=2, killed_at=3)
+    with pytest.raises(Killed):
+        predict_file(items, output, lambda: first)
+    # longest first in batches of 2: [q4, q3], [q2, q1], then the kill during [q0]; each batch appended whole
+    assert first.engine.calls == [[questions[k] for k in keys] for keys in (["q4", "q3"], ["q2", "q1"], ["q0"])]
+    before = read_jsonl(output)
+    assert [line["id"] for line in before] == ["q4", "q3", "q2", "q1"]
+    assert [line["extracted"] for line in before] == ["not q4", "not q3", "not q2", "not q1"]
+
+    again = scripted(tiny_tokenizer, completions, batch_size=2)
+    assert predict_file(items, output, lambda: again) == 1
+    assert again.engine.calls == [[questions["q0"]]]  # only what the killed run had not written
+    lines = read_jsonl(output)
+    assert [line["id"] for line in lines] == ["q0", "q1", "q2", "q3", "q4"]
+    assert [line for line in lines if line["id"] != "q0"] == before[::-1]  # kept as they were written
+
+    def no_model():
+        raise AssertionError("nothing is left to predict: the model must not load")
+
+    assert predict_file(items, output, no_model) == 0
+    assert read_jsonl(output) == lines
+
+
+def test_lines_without_a_gold_carry_the_answer_extracted_by_the_items_type(tmp_path, tiny_tokenizer):
+    rows = [
+        {"id": 0, "question": "Which organ is removed in a splenectomy?", "choices": ["Liver", "Spleen"]},
+        {"id": 1, "question": "Is aspirin an antiplatelet drug?", "answer_type": "yesno"},
+        {"id": 2, "question": "How many milligrams are 1.2 grams?", "answer_type": "numeric"},
+        {"id": 3, "question": "What should I do for a mild headache?"},
+        {"id": 4, "question": "Is a fever of 41 C safe?", "answer": "no"},
+        {"id": 5, "question": "Which vessel carries blood to the lungs?", "choices": ["Aorta", "Pulmonary artery"],
+         "answer": "B"},
+    ]
+    completions = {
+        rows[0]["question"]: "<reasoning>\nIt removes the spleen.\n</reasoning>\n<answer>\nSpleen\n</answer>",
+        rows[1]["question"]: "<answer>\nYes, it is.\n</answer>",
+        rows[2]["question"]: "<answer>\nThat is 1,200 mg.\n</answer>",
+        rows[3]["question"]: "<answer>\nRest and drink water.\n</answer>",
+        rows[4]["question"]: "<answer>\nno\n</answer>",
+        rows[5]["question"]: "The answer is B.",
+    }
+    items = parse_items(write(tmp_path / "in.jsonl", "".join(json.dumps(row) + "\n" for row in rows)))
+    assert predict_file(items, tmp_path / "out.jsonl", lambda: scripted(tiny_tokenizer, completions, 4)) == 6
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    assert [line["id"] for line in lines] == ["0", "1", "2", "3", "4", "5"]
+    # without a gold, each answer is read as its type reads it: the option text 'Spleen' is option B, 'Yes, it
+    # is.' the label yes, '1,200 mg' the number 1200; an open answer is the answer block's text
+    assert [line["extracted"] for line in lines] == ["B", "yes", "1200", "Rest and drink water.", "no", "B"]
+    common = {"id", "prompt", "completion", "extracted", "completion_tokens", "thinking_tokens", "waits", "truncated"}
+    assert all(set(line) == common for line in lines[:4])
+    assert all(set(line) == common | {"answer", "correct", "correct_strict"} for line in lines[4:])
+    # 'The answer is B.' is right, but only an <answer> block counts for correct_strict
+    assert [(line["answer"], line["correct"], line["correct_strict"]) for line in lines[4:]] == [
+        ("no", True, True), ("B", True, False)]
+    assert "A. Aorta\nB. Pulmonary artery" in lines[5]["prompt"]  # no job template: the generic choice one
+    assert lines[0]["completion"] == completions[rows[0]["question"]] and not any(line["truncated"] for line in lines)
 
 
 QUESTIONS = [

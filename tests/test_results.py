@@ -88,3 +88,23 @@ def test_planted_secrets_are_redacted_and_look_alikes_are_not():
     text = json.dumps(redacted)
     for secret in ("0123456789abcdef", "sk-proj", "hunter2", "cl13nt", "hf_planted", "ghp_", "pl4nted", "rootpw"):
         assert secret not in text
+
+
+def test_a_list_under_a_secret_key_is_redacted_item_by_item():
+    config = {"judge": {"api_keys": ["sk-live-aaaa1111", "sk-live-bbbb2222"]},
+              "hub": {"hf_token": ["hf_plantedTOKEN01", "<|endoftext|>"]},
+              "keys": {"password": [["hunter2", "hunter3"]]},
+              "storages": ["postgresql://u:p@ss@db/optuna", "sqlite:///x.db"]}
+    assert redact_secrets(config) == {
+        "judge": {"api_keys": [REDACTED, REDACTED]},
+        "hub": {"hf_token": [REDACTED, "<|endoftext|>"]},  # a pad token is no credential
+        "keys": {"password": [[REDACTED, REDACTED]]},
+        "storages": ["postgresql://u:***@db/optuna", "sqlite:///x.db"]}
+
+
+def test_json_safe_reaches_lists_tuples_and_keys(tmp_path):
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"curve": [1.0, float("nan"), (float("-inf"), 2)], 3: {"x": float("inf")},
+                             ("pubmedqa", "gsm8k"): 0.5})  # a tuple key, which json cannot write
+    assert json.loads(path.read_text()) == {"curve": [1.0, None, [None, 2]], "3": {"x": None},
+                                            "('pubmedqa', 'gsm8k')": 0.5}

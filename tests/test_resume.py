@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from _run import read_jsonl, read_results, start_entrypoint, training_started, w
 from medgrpo.analysis.jobs import load_job
 from medgrpo.config import compose_config, validate
 from medgrpo.errors import ConfigError, ConfigErrors
-from medgrpo.resume import (IDENTITY_FILE, check_identity, newest_complete_checkpoint, plan_resume, torn_reason)
+from medgrpo.resume import (IDENTITY_FILE, ResumeCallback, ResumePlan, check_identity, newest_complete_checkpoint,
+                            plan_resume, prepare_trainer, torn_reason)
 
 IDENTITY = {"model.name_or_path": "Qwen/Qwen2.5-3B-Instruct", "lora.rank": 64, "lora.alpha": 64.0,
             "lora.target_modules": ["q_proj", "v_proj"], "lora.load_in_4bit": True}
@@ -57,6 +59,72 @@ def test_torn_reasons(tmp_path):
     renamed = make_checkpoint(tmp_path, 7)
     (renamed / "trainer_state.json").write_text(json.dumps({"global_step": 9}))
     assert torn_reason(renamed) == "trainer_state.json says step 9"
+
+
+def test_the_newest_checkpoint_is_the_highest_step_not_the_last_name(tmp_path):
+    for step in (9, 10, 100, 99):
+        make_checkpoint(tmp_path, step)
+    assert newest_complete_checkpoint(tmp_path).name == "checkpoint-100"  # by name, 99 and 9 sort after 100
+    (tmp_path / "checkpoint-100" / "trainer_state.json").unlink()
+    assert newest_complete_checkpoint(tmp_path).name == "checkpoint-99"
+    (tmp_path / "checkpoint-99" / "rng_state.pth").unlink()
+    assert newest_complete_checkpoint(tmp_path).name == "checkpoint-10"
+    (tmp_path / "checkpoint-later").mkdir()  # not a checkpoint-<step> folder: ignored, never removed
+    assert newest_complete_checkpoint(tmp_path).name == "checkpoint-10" and (tmp_path / "checkpoint-later").is_dir()
+
+
+def test_a_checkpoint_needs_its_weights(tmp_path):
+    folder = make_checkpoint(tmp_path, 4)
+    (folder / "adapter_model.safetensors").unlink()
+    assert torn_reason(folder) == "missing model/adapter weights"
+    (folder / "optimizer.pt").unlink()
+    assert torn_reason(folder) == "missing model/adapter weights, optimizer.pt"
+    (folder / "optimizer.pt").write_bytes(b"x")
+    for weights in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.bin"):
+        (folder / weights).write_bytes(b"x")  # full fine-tuning (lora=full), sharded, or the older formats
+        assert torn_reason(folder) is None, weights
+        (folder / weights).unlink()
+    assert newest_complete_checkpoint(tmp_path) is None and not folder.exists()
+
+
+def test_a_resumed_trainer_counts_micro_steps_with_gradient_accumulation():
+    """GRPOTrainer._step counts micro-steps: 6 optimizer steps of 4 accumulated batches are 24."""
+    trainer = SimpleNamespace(_step=0, args=SimpleNamespace(gradient_accumulation_steps=4))
+    prepare_trainer(trainer, ResumePlan(Path("checkpoints/checkpoint-6")))
+    assert trainer._step == 24
+    fresh = SimpleNamespace(_step=0, args=SimpleNamespace(gradient_accumulation_steps=4))
+    prepare_trainer(fresh, ResumePlan(None))
+    assert fresh._step == 0
+
+
+@pytest.mark.parametrize(("batches", "accumulation", "global_step", "epochs_done"), [
+    (9, 1, 8, 0),    # 9 steps an epoch: step 8 is in the first
+    (9, 1, 9, 1),
+    (8, 2, 8, 2),    # 8 batches, 2 per step: 4 steps an epoch
+    (9, 2, 8, 1),    # 9 batches, 2 per step: 5 steps an epoch (the last takes the odd batch), as transformers counts
+    (9, 2, 10, 2),
+    (12, 3, 10, 2),  # 12 batches, 3 per step: 4 steps an epoch, step 10 is in the third
+    (3, 4, 2, 2),    # fewer batches than accumulation: an epoch is 1 step
+])
+def test_a_resumed_sampler_draws_the_orders_of_the_epochs_already_trained(batches, accumulation, global_step,
+                                                                          epochs_done):
+    """TRL's RepeatSampler draws one permutation per epoch; resuming at global_step, transformers starts in epoch
+    global_step // steps_per_epoch (steps_per_epoch = ceil(batches / accumulation), transformers Trainer
+    set_initial_training_values), so the sampler must have drawn that many permutations already."""
+    from torch.utils.data import DataLoader
+    from transformers import TrainerState
+    from trl.trainer.utils import RepeatSampler
+
+    prompts = list(range(batches))  # each prompt twice (a group of 2), 2 indices a batch: `batches` batches
+    sampler = RepeatSampler(prompts, mini_repeat_count=2, batch_size=1, seed=42)
+    loader = DataLoader(prompts, batch_size=2, sampler=sampler)
+    assert len(loader) == batches
+    callback = ResumeCallback(ResumePlan(Path(f"checkpoint-{global_step}")))
+    callback.on_train_begin(SimpleNamespace(gradient_accumulation_steps=accumulation),
+                            TrainerState(global_step=global_step), None, model=None, train_dataloader=loader)
+    expected = torch.Generator().manual_seed(42)
+    orders = [torch.randperm(batches, generator=expected) for _ in range(epochs_done + 1)]
+    assert torch.equal(torch.randperm(batches, generator=sampler.generator), orders[-1])
 
 
 def test_a_checkpoint_of_another_config_is_refused_naming_the_key(tmp_path):

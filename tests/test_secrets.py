@@ -60,6 +60,28 @@ def test_is_secret_never_takes_numbers_or_names():
         "a postgresql://u:***@h/db and redis://:***@h:6379/0, http://h:80/x"
 
 
+def test_a_url_password_with_an_at_sign_is_masked_whole():
+    assert redact_url_passwords("postgresql://medgrpo:p@ss:w@rd@db:5432/optuna") == \
+        "postgresql://medgrpo:***@db:5432/optuna"
+    # the password ends at the last '@' before a space: an address later in the text is not part of it
+    assert redact_url_passwords("storage postgresql://u:p@ss@h/db; mail admin@example.org") == \
+        "storage postgresql://u:***@h/db; mail admin@example.org"
+    for clean in ("https://user@host/x", "http://h:80/x", "sqlite:////tmp/optuna.db", "mail admin@example.org"):
+        assert redact_url_passwords(clean) == clean
+
+
+def test_which_names_and_values_are_secrets():
+    for name in ("api_key", "apikey", "OPENAI_API_KEY", "api-key", "db.password", "passwd", "client_secret",
+                 "token", "hf_token", "access_token", "token_secret"):
+        assert is_secret(name, "abcd1234"), name
+    for name in ("max_new_tokens", "tokenizer", "num_tokens", "api_key_env", "judge.api_key_env", "project"):
+        assert not is_secret(name, "abcd1234"), name
+    # a token word needs a value that looks like a credential: 8 or more of letters, digits and -_.=+/:
+    assert is_secret("token", "abcd1234") and not is_secret("token", "abcd123")
+    assert not is_secret("pad_token", "<|pad|>") and not is_secret("token", "")
+    assert is_secret("password", "pw") and is_secret("api_key", "<|any text|>")  # these names always hold one
+
+
 def test_the_entrypoint_refuses_before_writing_anything(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "src" / "run.py"), "preset=tiny", f"+logger.api_key={WANDB_KEY}",
                              f"hydra.run.dir={tmp_path / 'job'}"], cwd=tmp_path, capture_output=True, text=True,

@@ -2,9 +2,11 @@
 dialogue source, stage choices, PEFT method refusals; and every PEFT method trains, saves and reloads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from medgrpo import rewards
 from medgrpo.backends import LoraSpec, load_policy, resolve_backend
@@ -14,8 +16,9 @@ from medgrpo.data.spec import parse_source, root_dir, validate_data_config
 from medgrpo.errors import ConfigError
 from medgrpo.prompting import PromptFormat
 from medgrpo.sft import (clean_reasoning, fit_example, job_stages, load_sft_weights, prepare_sft, render_target,
-                         sft_mix, train_sft)
+                         sft_cache_key, sft_mix, train_sft)
 
+ROOT = Path(__file__).resolve().parents[1]
 XML = PromptFormat(system="Respond in the format", think_tag="reasoning")
 THINK = PromptFormat(system="Think in <think> tags", think_tag="think")
 DIALOGUE = "+data/sources@data.sources.chinese_medical_dialogue=chinese_medical_dialogue"
@@ -51,6 +54,85 @@ def test_a_long_example_loses_context_never_its_answer(tmp_path, tiny_tokenizer)
     text = tiny_tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=False)
     assert len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) <= 200
     assert fit_example(columns, 0, spec, XML, tiny_tokenizer, 20, 25) is None  # not even the question fits
+
+
+def token_count(tokenizer, prompt, completion) -> int:
+    """prompt + completion as the trainer sees them, counted by the tokenizer itself."""
+    text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": completion}], tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_an_example_that_fits_exactly_is_whole_and_one_token_less_cuts_its_context(tmp_path, tiny_tokenizer):
+    cfg = config(tmp_path=tmp_path)
+    spec = parse_source("pubmedqa_labeled_pool", cfg.data.sources.pubmedqa_labeled_pool, root_dir(cfg.data))
+    columns, _ = load_normalized(spec, 0, 0.01)
+    whole = fit_example(columns, 0, spec, XML, tiny_tokenizer, None, 25)
+    exact = token_count(tiny_tokenizer, whole[0], whole[1])
+    assert fit_example(columns, 0, spec, XML, tiny_tokenizer, exact, 25) == whole
+    prompt, completion, how = fit_example(columns, 0, spec, XML, tiny_tokenizer, exact - 1, 25)
+    assert how == "context_cut" and completion == whole[1] and token_count(tiny_tokenizer, prompt, completion) < exact
+    assert prompt[-1]["content"] != whole[0][-1]["content"] and " ..." in prompt[-1]["content"]
+
+
+def test_a_max_length_that_cuts_shortens_contexts_and_counts_them(tmp_path, tiny_tokenizer):
+    """stage.sft.trainer.max_length reaches the data: at 300 tokens every row fits in 300 (counted here by the
+    tokenizer), some contexts are cut, and the report accounts for every loaded item; at 100000 none is cut."""
+    cfg = config(tmp_path=tmp_path)
+
+    def prepared(max_length: int):
+        cfg.stage.sft.trainer.max_length = max_length
+        rows, report = prepare_sft(cfg.stage.sft, cfg.data, tiny_tokenizer, XML, seed=0)
+        return rows, report["sources"]["pubmedqa_labeled_pool"], report["max_length"]
+
+    rows, counts, recorded = prepared(300)
+    assert counts["loaded"] == 150 and counts["whole"] + counts["context_cut"] + counts["dropped_too_long"] == 150
+    assert counts["context_cut"] > 0 and recorded == 300 and len(rows) == counts["whole"] + counts["context_cut"]
+    assert max(token_count(tiny_tokenizer, r["prompt"], r["completion"][0]["content"]) for r in rows) <= 300
+    _, counts, _ = prepared(100_000)
+    assert (counts["whole"], counts["context_cut"], counts["dropped_too_long"]) == (150, 0, 0)
+    with pytest.raises(ConfigError, match=r"stage.sft.trainer.max_length.*pubmedqa_labeled_pool.*fits in 20"):
+        prepared(20)  # not even a question fits
+
+
+def test_the_sft_cache_key_holds_everything_that_shapes_the_weights(tmp_path, tiny_tokenizer):
+    """A sweep's jobs share SFT weights only when their SFT settings are the same (stage.sft.seed is ${seed} by
+    default; fixed here, as a sweep over GRPO seeds fixes it)."""
+    base = config("stage.sft.seed=0", tmp_path=tmp_path)
+
+    def key(changes=(), model_path="tiny", prompt_format=XML):
+        cfg = base.copy()
+        with open_dict(cfg):
+            for dotted, value in changes:
+                OmegaConf.update(cfg, dotted, value, merge=False)
+        return sft_cache_key(cfg.stage.sft, cfg.data, LoraSpec.from_config(cfg.lora), model_path, prompt_format,
+                             tiny_tokenizer)
+
+    reference = key()
+    for changes in ([("stage.sft.seed", 1)],                      # another SFT seed: other weights
+                    [("lora.rank", 4)], [("lora.alpha", 8)],      # another adapter
+                    [("lora.method", "dora")],                     # another PEFT method
+                    [("stage.sft.trainer.max_length", 512)], [("stage.sft.max_reasoning_words", 10)],
+                    [("stage.sft.trainer.learning_rate", 1e-3)], [("stage.sft.mix", {"gsm8k_train": 1.0})]):
+        assert key(changes) != reference, changes
+    assert key(model_path="other") != reference and key(prompt_format=THINK) != reference
+    assert key(prompt_format=PromptFormat(system="Another system prompt", think_tag="reasoning")) != reference
+    for changes in ([("seed", 7)],                                 # a GRPO seed, with stage.sft.seed fixed
+                    [("grpo.learning_rate", 1e-3), ("grpo.max_steps", 3)],
+                    [("stage.sft.cache", False)]):                 # whether to cache is no part of what is cached
+        assert key(changes) == reference, changes
+
+
+def test_the_sft_cache_key_follows_the_contents_of_the_sources_files(tmp_path, tiny_tokenizer):
+    pool = tmp_path / "pool.jsonl"
+    original = (ROOT / "data/samples/pubmedqa/pqa_labeled_pool.jsonl").read_text(encoding="utf-8")
+    pool.write_text(original, encoding="utf-8")
+    cfg = config("stage.sft.seed=0", f"data.sources.pubmedqa_labeled_pool.local.path={pool}", tmp_path=tmp_path)
+
+    def key():
+        return sft_cache_key(cfg.stage.sft, cfg.data, LoraSpec.from_config(cfg.lora), "tiny", XML, tiny_tokenizer)
+    before = key()
+    pool.write_text(original.replace("yes", "no", 1), encoding="utf-8")  # one label changed
+    assert key() != before
 
 
 def test_sft_sources_need_a_target(tmp_path):

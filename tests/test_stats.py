@@ -33,6 +33,24 @@ def test_one_changed_item_in_twenty_is_not_significant():
     assert result.p_value == pytest.approx(0.6226, abs=0.015)  # binomial sd of the estimate: 0.005
 
 
+def test_the_interval_is_95_percent():
+    """8 items the baseline gets wrong, the setting right on 4: resampled Δ = X/8 with X ~ Binomial(8, 1/2), whose
+    CDF is 1, 9, 37, ..., 219, 247, 255 (/256) at X = 0, 1, 2, ..., 5, 6, 7. Percentile 2.5: F(0) = 0.004 < 0.025
+    <= F(1) = 0.035, so 1/8; percentile 97.5: F(6) = 0.965 < 0.975 <= F(7) = 0.996, so 7/8. (A 90% interval
+    would be [2/8, 6/8]: F(1) = 0.035 < 0.05 <= F(2) = 0.145.) p = P(X in {0, 8}) = 2/256 = 0.0078."""
+    result = paired_delta([{str(i): 0.0 for i in range(8)}], [{str(i): float(i < 4) for i in range(8)}])
+    assert (result.delta, result.ci_low, result.ci_high) == (0.5, 0.125, 0.875)
+    assert result.p_value == pytest.approx(2 / 256, abs=0.003) and result.significant  # binomial sd: 0.0009
+
+
+def test_the_resample_count_is_exact_when_it_is_not_a_multiple_of_the_block():
+    """The 1-in-20 case with 2,500 resamples (blocks of 1,000, 1,000 and 500): p = (1 + count) / 2,501 where count
+    estimates 1 - 0.95^19 = 0.6226 of 2,500; drawing whole blocks (3,000) would push p to about 0.75."""
+    base = {str(i): float(i < 10) for i in range(20)}
+    result = paired_delta([base], [{str(i): float(i < 11) for i in range(20)}], resamples=2_500)
+    assert result.p_value == pytest.approx(0.6226, abs=0.03)  # binomial sd: 0.0097
+
+
 def test_items_are_paired_and_only_shared_items_count():
     """Two shared items, differences 1 and 0 (the unshared item 'z' is left out): Δ* in {0, 0.5, 1} with
     probabilities 1/4, 1/2, 1/4, so the CI is [0, 1] and p = P(Δ* in {0, 1}) = 1/2."""

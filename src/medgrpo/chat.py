@@ -107,13 +107,16 @@ def build_app(first: Predictor, second: Predictor | None = None) -> gr.Blocks:
 
 
 def load_pair(run: str, run2: str | None) -> tuple[Predictor, Predictor | None]:
+    from medgrpo.backends.vllm_engines import keep_vllm_engines
+
     first = load_predictor({"run": run}, name=f"{Path(run).name} (trained)")
     if run2 is None:
         return first, None
-    if run2 == "base":  # the same job's base model: what training changed
-        cfg = job_config(Path(run))
-        return first, Predictor.load(cfg, None, f"{Path(run).name} (base model)")
-    return first, load_predictor({"run": run2}, name=f"{Path(run2).name} (trained)")
+    with keep_vllm_engines():  # both answer side by side: the second load must not release the first's vLLM engine
+        if run2 == "base":  # the same job's base model: what training changed
+            cfg = job_config(Path(run))
+            return first, Predictor.load(cfg, None, f"{Path(run).name} (base model)")
+        return first, load_predictor({"run": run2}, name=f"{Path(run2).name} (trained)")
 
 
 def main(argv: list[str] | None = None) -> None:

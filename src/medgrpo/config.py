@@ -150,11 +150,15 @@ def check_grpo(cfg: DictConfig) -> None:
 
 def check_model_path(model_cfg: DictConfig) -> None:
     """model.name_or_path is a local folder or a valid hub id (checked without the network, so a typo fails
-    before any download is tried)."""
+    before any download is tried), or model.builder builds the model (a gguf builder's package is installed)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    from medgrpo.backends import check_model_builder
+
     name = str(model_cfg.name_or_path)
-    if model_cfg.get("builder") is not None or Path(name).is_dir():
+    if model_cfg.get("builder") is not None:
+        return check_model_builder(model_cfg)
+    if Path(name).is_dir():
         return
     try:
         validate_repo_id(name)
@@ -208,8 +212,12 @@ def check_eval(cfg: DictConfig) -> None:
         _positive_int(cfg, "eval.limit")
     if cfg.eval.num_samples > 1 and cfg.eval.temperature <= 0:
         raise ConfigError("eval.temperature", "num_samples > 1 needs sampling (temperature > 0); greedy repeats itself")
-    if cfg.eval.adapter_path is not None and not Path(cfg.eval.adapter_path, "adapter_config.json").is_file():
-        raise ConfigError("eval.adapter_path", f"no LoRA adapter (adapter_config.json) in {cfg.eval.adapter_path}")
+    if cfg.eval.adapter_path is not None:
+        from medgrpo.backends import trained_weights_problem
+
+        problem = trained_weights_problem(cfg.eval.adapter_path, cfg.lora.get("method", "lora"))
+        if problem is not None:
+            raise ConfigError("eval.adapter_path", problem)
 
 
 def objective_keys(cfg: DictConfig) -> list[str]:

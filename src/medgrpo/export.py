@@ -20,6 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from medgrpo.backends import trained_weights_problem
+
 log = logging.getLogger("medgrpo.export")
 FORMATS = ("lora", "merged", "gguf")
 
@@ -28,10 +30,11 @@ def _job_config(job_dir: Path):
     results = job_dir / "results.json"
     if not results.is_file():
         raise SystemExit(f"{job_dir}: no results.json — is this a medgrpo job directory?")
-    if not any((job_dir / "adapter" / name).is_file() for name in ("adapter_config.json", "config.json")):
-        raise SystemExit(f"{job_dir}: no trained weights (adapter/adapter_config.json, or adapter/config.json after "
-                         "lora=full); was training enabled?")
-    return OmegaConf.create(json.loads(results.read_text())["config"])
+    cfg = OmegaConf.create(json.loads(results.read_text())["config"])
+    problem = trained_weights_problem(job_dir / "adapter", cfg.lora.get("method", "lora"))
+    if problem is not None:
+        raise SystemExit(f"{job_dir}: {problem}")
+    return cfg
 
 
 def _method(job_dir: Path) -> str:
@@ -56,6 +59,38 @@ def missing_base_weights(model_path: str) -> bool:
         return False
     return not any(isinstance(try_to_load_from_cache(model_path, name), str)
                    for name in ("model.safetensors.index.json", "model.safetensors"))
+
+
+def _bitsandbytes_quantized(config) -> bool:
+    quantization = getattr(config, "quantization_config", None)
+    if quantization is None:
+        return False
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization.quant_method
+    return str(getattr(method, "value", method)) == "bitsandbytes"
+
+
+def load_base_unquantized(model_path: str, dtype: str, trust_remote_code: bool):
+    """The base model in `dtype`. A bitsandbytes 4-bit checkpoint (a *-bnb-4bit hub repo such as Unsloth's, or a
+    folder saved after 4-bit loading) would load quantized, and a LoRA merged into it is quantized again on save
+    (peft's bnb merge), writing 4-bit weights into merged_<dtype>/: it is dequantized first (transformers'
+    model.dequantize, which bitsandbytes does on CUDA). The merge then folds the LoRA into the weights it was
+    trained against."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from medgrpo.backends import cuda_available
+
+    torch_dtype = getattr(torch, dtype)
+    if not _bitsandbytes_quantized(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)):
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    if not cuda_available():
+        raise SystemExit(f"{model_path} is a bitsandbytes 4-bit checkpoint: a merged {dtype} model needs it "
+                         "dequantized, which bitsandbytes does on CUDA only. Export on the GPU machine, or export "
+                         "the adapter alone (FORMATS=lora).")
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, device_map={"": 0},
+                                                trust_remote_code=trust_remote_code)
+    log.info("Dequantizing the 4-bit base %s to %s before merging", model_path, dtype)
+    return base.dequantize(dtype=torch_dtype)
 
 
 def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
@@ -85,8 +120,7 @@ def export_merged(job_dir: Path, out: Path, dtype: str) -> Path:
                          f"local cache and HF_HUB_OFFLINE=1 forbids downloading them.{why} Download them once "
                          f"(HF_HUB_OFFLINE=0 make export RUN={job_dir}, or huggingface-cli download {model_path}), "
                          "or export the adapter alone (FORMATS=lora).")
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
-                                                trust_remote_code=cfg.model.trust_remote_code)
+    base = load_base_unquantized(model_path, dtype, cfg.model.trust_remote_code)
     if base.config.tie_word_embeddings:
         # Merging a LoRA on lm_head into a weight tied to the input embeddings would change the embeddings too: the
         # merged model would no longer predict what the adapter model predicts. Untie first (lm_head gets a copy).

@@ -67,6 +67,7 @@ class JobOutput:
     eval_during: list[dict] | None = None
     training_health: dict | None = None  # medgrpo/health.py, after GRPO
     grpo_config: dict | None = None  # the GRPOConfig the trainer held (after Unsloth's patches)
+    gpu: dict | None = None  # the CUDA device and its free memory right before the weights loaded (host.gpu)
 
 
 def run_job(cfg: DictConfig) -> float | list[float] | None:
@@ -131,6 +132,8 @@ def _run_job_in_folder(cfg: DictConfig) -> float | list[float] | None:
             results["training_health"] = output.training_health
         if output.grpo_config is not None:
             results["grpo_config"] = output.grpo_config
+        if output.gpu is not None:
+            results["host"]["gpu"] = output.gpu
         values = _objective_values(cfg, output.metrics)
         tracker.summary({"objective": values})
         return values
@@ -237,6 +240,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     from medgrpo import data, rewards
     from medgrpo.backends import LoraSpec, load_policy, resolve_backend, resolve_model_path
     from medgrpo.backends.hf import load_tokenizer
+    from medgrpo.backends.vllm_engines import check_vllm_rollouts
     from medgrpo.evaluation.budget import Budget
     from medgrpo.evaluation.engine import check_engine_request, choose_engine, has_vllm_engine
     from medgrpo.evaluation.runner import EvalRunner
@@ -248,7 +252,6 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     lora = LoraSpec.from_config(cfg.lora)
     backend = resolve_backend(cfg.backend, lora)
     use_vllm = backend == "unsloth" and bool(cfg.backend.fast_inference)  # what the loaded model should support
-    check_engine_request(cfg.eval.engine, use_vllm)
     stages = job_stages(cfg.stage, cfg.train.enabled)  # [] for an evaluation-only job
     if "sft" in stages:
         check_sft_trainer(cfg.stage.sft.trainer)
@@ -263,6 +266,10 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
     # Data before the model: a bad dataset fails in seconds, not after loading weights.
     with _timed(timings, "data_s"):
         model_path = resolve_model_path(cfg.model)
+        vllm_eval = check_engine_request(cfg.eval.engine, backend, cfg.backend, lora, cfg.eval.adapter_path,
+                                         cfg.model, model_path)  # the hf backend's own vLLM engine for evaluation
+        check_vllm_rollouts(cfg.grpo if "grpo" in stages else None, cfg.backend, backend, lora, cfg.eval.adapter_path,
+                            cfg.model, model_path)
         tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         # Prompt budgets follow the stage: evaluation prompts leave room for the evaluation's longest completion,
         # GRPO prompts for grpo.max_completion_length; a job without GRPO is not limited by the latter.
@@ -280,15 +287,17 @@ def _run(cfg: DictConfig, output_dir: Path, tracker, timings: dict, judge=None,
                                                          max_prompt_tokens)
             rewards.check_rewards_applicable(cfg.reward, train_set.column_names)
             output.data_report["train"] = train_report  # the train report has the leakage check
-        if use_vllm:
+        if use_vllm or vllm_eval:
             budget.check_fits(tokenizer, prompt_format.think_close, eval_sets, cfg.model.max_seq_length)
 
     with _timed(timings, "model_load_s"):
         policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
                              tokenizer=tokenizer, adapter_path=cfg.eval.adapter_path,
-                             trainable=bool(stages), seed=cfg.seed)
-    use_vllm = has_vllm_engine(policy.model)  # Unsloth falls back to its own generation where vLLM cannot run
-    evaluator = EvalRunner(cfg.eval, choose_engine(cfg.eval.engine, policy.model), policy, eval_sets, budget,
+                             trainable=bool(stages), seed=cfg.seed, vllm_eval=vllm_eval)
+    output.gpu = policy.gpu
+    # Unsloth falls back to its own generation where vLLM cannot run
+    use_vllm = policy.backend == "unsloth" and has_vllm_engine(policy)
+    evaluator = EvalRunner(cfg.eval, choose_engine(cfg.eval.engine, policy), policy, eval_sets, budget,
                            prompt_format, tracker,
                            output_dir, SafetyRules.from_config(cfg.safety))
     main = is_main_process()

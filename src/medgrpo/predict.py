@@ -7,7 +7,8 @@
 Input rows (read as data sources are: medgrpo.data.readers) need `question`; optional `id` (default: the
 record's number, from 1; blank lines are no records), `context`, `choices` (a list, a JSON list or a dict
 letter -> text), `answer` (the gold: the output line is graded) and `answer_type` (numeric | yesno | choice |
-open; default: choice with choices, yesno for a yes/no/maybe gold, numeric for a number, else open).
+open; default: choice with choices, yesno for a yes/no/maybe gold, numeric for a number, else open). An unknown
+answer_type, or a gold its type cannot read, is refused while the input is read (naming the file and line).
 A job's prompts are rendered with its eval sources' templates, its system prompt, budget and eval settings;
 model= uses conf/ defaults (prompt=xml, budget=off, eval=default).
 Each output line: id, prompt, completion, extracted, completion_tokens, thinking_tokens, waits, truncated (and
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from medgrpo.backends import trained_weights_problem
 from medgrpo.errors import ConfigError, DataError, MedgrpoError
 from medgrpo.results import write_jsonl_atomic
 
@@ -106,6 +108,8 @@ def _answer_type(gold, choices: list[str]) -> str:
 
 def parse_items(path: Path) -> list[dict]:
     """Items with id, question, context, choices, answer (None without a gold), answer_type."""
+    from medgrpo.grading import extract, grade
+
     items, seen = [], set()
     for number, (where, row) in enumerate(read_rows(path), 1):
         question = row.get("question")
@@ -115,11 +119,19 @@ def parse_items(path: Path) -> list[dict]:
         gold = row.get("answer")
         gold = None if gold in (None, "") else str(gold)
         answer_type = row.get("answer_type") or _answer_type(gold, choices)
-        item_id = str(row.get("id") or number)
+        try:  # the grader's checks of the answer type and gold, here: mid-run they would stop it naming no line
+            if gold is None:
+                extract("", answer_type, choices)
+            else:
+                grade("", gold, answer_type, choices)
+        except DataError as error:
+            raise DataError(f"{where}: {error}") from None
+        item_id = str(number) if row.get("id") in (None, "") else str(row["id"])  # an id 0 is an id
         if item_id in seen:
             raise DataError(f"{where}: id '{item_id}' occurs twice; resume needs unique ids")
         seen.add(item_id)
-        items.append({"id": item_id, "question": question, "context": str(row.get("context") or ""),
+        context = "" if row.get("context") is None else str(row["context"])
+        items.append({"id": item_id, "question": question, "context": context,
                       "choices": choices, "answer": gold, "answer_type": answer_type})
     return items
 
@@ -211,19 +223,28 @@ class Predictor:
     @classmethod
     def load(cls, cfg: DictConfig, adapter: Path | None, name: str, batch_size: int | None = None,
              max_new_tokens: int | None = None) -> "Predictor":
-        from medgrpo.backends import LoraSpec, load_policy, resolve_backend
+        from medgrpo.backends import LoraSpec, load_policy, resolve_backend, resolve_model_path
+        from medgrpo.evaluation.engine import check_engine_request
+
+        lora = LoraSpec.from_config(cfg.lora)
+        backend = resolve_backend(cfg.backend, lora)
+        model_path = resolve_model_path(cfg.model)
+        vllm_eval = check_engine_request(cfg.eval.engine, backend, cfg.backend, lora, adapter, cfg.model, model_path)
+        log.info("%s: loading %s%s", name, cfg.model.name_or_path, f" with adapter {adapter}" if adapter else "")
+        policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, model_path=model_path,
+                             adapter_path=adapter, trainable=False, seed=cfg.seed, vllm_eval=vllm_eval)
+        return cls.for_policy(cfg, policy, name, batch_size, max_new_tokens)
+
+    @classmethod
+    def for_policy(cls, cfg: DictConfig, policy, name: str, batch_size: int | None = None,
+                   max_new_tokens: int | None = None) -> "Predictor":
+        """A loaded policy with the engine EvalRunner would build for it, and the job's eval settings."""
         from medgrpo.evaluation.budget import Budget
         from medgrpo.evaluation.engine import HFEngine, Sampling, VLLMEngine, choose_engine
         from medgrpo.prompting import PromptFormat
 
-        lora = LoraSpec.from_config(cfg.lora)
-        backend = resolve_backend(cfg.backend, lora)
-        log.info("%s: loading %s%s", name, cfg.model.name_or_path, f" with adapter {adapter}" if adapter else "")
-        policy = load_policy(backend, cfg.model, lora, backend_cfg=cfg.backend, adapter_path=adapter,
-                             trainable=False, seed=cfg.seed)
-        # the engines EvalRunner builds, with the job's eval settings
-        if choose_engine(cfg.eval.engine, policy.model) == "vllm":
-            engine = VLLMEngine(policy.model, policy.tokenizer, adapter)
+        if choose_engine(cfg.eval.engine, policy) == "vllm":
+            engine = VLLMEngine(policy)
         else:
             engine = HFEngine(policy.model, policy.tokenizer, batch_size or cfg.eval.batch_size, progress=False)
         templates = {str(cfg.data.sources[s].answer_type): str(cfg.data.sources[s].template)
@@ -277,10 +298,12 @@ def load_predictor(args: dict[str, str], name: str = "model") -> Predictor:
     if "run" in args:
         run_dir = Path(args["run"])
         cfg = job_config(run_dir)
-        adapter = run_dir / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
+        adapter = run_dir / "adapter"  # a LoRA, or the whole trained model after lora.method=full
+        if not adapter.is_dir():
             log.warning("%s has no adapter/: predicting with its base model", run_dir)
             adapter = None
+        elif (problem := trained_weights_problem(adapter, cfg.lora.get("method", "lora"))) is not None:
+            raise ConfigError("run", problem)
         return Predictor.load(cfg, adapter, name or run_dir.name, *_limits(args))
     adapter = Path(args["adapter"]) if args.get("adapter") else None
     if adapter is not None and not (adapter / "adapter_config.json").is_file():

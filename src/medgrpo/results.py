@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -59,3 +62,20 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
             file.write(json.dumps(_json_safe(row), ensure_ascii=False) + "\n")
 
     _write_atomic(Path(path), write)
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """A temp folder beside `target`, renamed to `target` when the block ends without error (removed otherwise):
+    a reader sees the whole folder or none. Hold a lock around it when several processes may build `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
+    try:
+        yield staging
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

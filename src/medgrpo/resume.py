@@ -198,11 +198,13 @@ def _find_repeat_sampler(dataloader):
 
 
 def _advance_sampler(dataloader, global_step: int, accumulation: int) -> None:
-    """Draw the permutations of the epochs already trained, so this epoch's order is the uninterrupted one."""
+    """Draw the permutations of the epochs already trained, so this epoch's order is the uninterrupted one.
+    An epoch's steps are counted as transformers counts them to pick the epoch it resumes in (Trainer
+    set_initial_training_values): the last step of an epoch may accumulate fewer batches."""
     sampler = _find_repeat_sampler(dataloader)
     if sampler is None or not sampler.shuffle:
         return
-    steps_per_epoch = max(len(dataloader) // accumulation, 1)
+    steps_per_epoch = max(-(-len(dataloader) // accumulation), 1)
     for _ in range(global_step // steps_per_epoch):
         torch.randperm(sampler.num_samples, generator=sampler.generator)
 

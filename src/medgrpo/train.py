@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medgrpo.backends import Policy
+from medgrpo.backends.vllm_engines import track_engine
 from medgrpo.results import write_jsonl_atomic
 from medgrpo.resume import ResumeCallback, ResumePlan, StopAtStepEnd, prepare_trainer
 from medgrpo.signals import raise_if_stopped
@@ -68,8 +69,10 @@ def grpo_settings(grpo_cfg: DictConfig, *, seed: int, use_vllm: bool, reward_wei
         fp16=on_cuda and not torch.cuda.is_bf16_supported(),
         remove_unused_columns=False,  # rewards read answer/answer_type/choices columns
     )
-    # Unsloth's patched trainer generates rollouts with the vLLM engine it attached to the model.
-    settings.setdefault("use_vllm", use_vllm)
+    # grpo.use_vllm null: the backend decides (Unsloth's patched trainer generates rollouts with the vLLM engine it
+    # attached to the model); true on the hf backend: TRL's own vLLM (grpo.vllm_mode).
+    if settings.get("use_vllm") is None:
+        settings["use_vllm"] = use_vllm
     return settings
 
 
@@ -79,19 +82,36 @@ def _same(key: str, asked, held) -> bool:
     return asked == held
 
 
-def held_grpo_config(args, settings: dict, grpo_keys) -> dict:
+def trl_grpo_config_class(config_class: type) -> type:
+    """TRL's own GRPOConfig among `config_class`'s bases: the deepest class of that name in the MRO. Unsloth's
+    patched class subclasses it and takes its name, qualname and module (unsloth/models/rl.py:701-728, 3992), so
+    neither a name nor `trl.GRPOConfig` (rebound to the patched class) tells them apart; the inheritance does."""
+    return [c for c in config_class.__mro__ if c.__name__ == "GRPOConfig"][-1]
+
+
+def _as_json(config) -> dict:
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def trl_grpo_values(settings: dict) -> dict:
+    """What TRL's own GRPOConfig makes of `settings`, as a JSON-able dict: the reference held_grpo_config compares
+    against. Build it before the trainer: every TrainingArguments resets accelerate's state
+    (transformers/training_args.py:1840), which a trainer already built relies on."""
+    from trl import GRPOConfig
+
+    return _as_json(trl_grpo_config_class(GRPOConfig)(**settings))
+
+
+def held_grpo_config(args, asked: dict, grpo_keys) -> dict:
     """The GRPOConfig the trainer holds (after Unsloth's patches, if any), as a JSON-able dict. Raises ConfigError
-    where it differs from what TRL's own GRPOConfig makes of the same settings, on an objective field or a key
-    of the `grpo` group: the run would not train what the config says. (Unsloth also matches bf16/fp16 to the
-    model's dtype, a matter of precision, not of the objective.)"""
-    trl_class = next(c for c in type(args).__mro__ if c.__name__ == "GRPOConfig" and c.__module__.startswith("trl."))
-    held = json.loads(json.dumps(args.to_dict(), default=str))
-    if type(args) is trl_class:
-        return held
-    asked = json.loads(json.dumps(trl_class(**settings).to_dict(), default=str))
+    where its values differ from `asked` (trl_grpo_values of the same settings) on an objective field or a key of
+    the `grpo` group: the run would not train what the config says. Values are compared whatever the class
+    (Unsloth's passes for TRL's). (Unsloth also matches bf16/fp16 to the model's dtype, a matter of precision, not
+    of the objective.)"""
+    held = _as_json(args)
     for key in dict.fromkeys((*grpo_keys, *OBJECTIVE_FIELDS)):
         if key in asked and not _same(key, asked[key], held.get(key)):
-            raise ConfigError(f"grpo.{key}", f"{asked[key]!r}, but {type(args).__name__} holds {held.get(key)!r}: "
+            raise ConfigError(f"grpo.{key}", f"{asked[key]!r}, but the trainer's GRPOConfig holds {held.get(key)!r}: "
                                              "this backend would train another objective")
     return held
 
@@ -140,6 +160,7 @@ def train(
     resume = resume or ResumePlan(None)  # a stop signal ends training after a checkpoint (JobInterrupted)
     settings = grpo_settings(grpo_cfg, seed=seed, use_vllm=use_vllm, reward_weights=reward_weights,
                              output_dir=output_dir, report_to=report_to)
+    asked = trl_grpo_values(settings)  # before the trainer (and before Unsloth's class fills anything)
     args = GRPOConfig(**settings)
     trainer = GRPOTrainer(
         model=policy.model,
@@ -150,7 +171,8 @@ def train(
         # StopAtStepEnd before ResumeCallback: a signal's checkpoint gets its identity file too
         callbacks=[*(callbacks or []), StopAtStepEnd(), ResumeCallback(resume)],
     )
-    held = held_grpo_config(trainer.args, settings, grpo_cfg)  # before step 1: refuse a silently changed objective
+    held = held_grpo_config(trainer.args, asked, grpo_cfg)  # before step 1: refuse a silently changed objective
+    track_engine(getattr(getattr(trainer, "vllm_generation", None), "llm", None))  # TRL's colocated vLLM, if any
     log.info("GRPO: %d steps, %d completions per prompt, %d train prompts",
              args.max_steps, args.num_generations, len(train_dataset))
     guard_trainer_reporting(trainer)  # a W&B failure mid-run costs the tracking, not the job

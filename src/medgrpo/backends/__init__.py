@@ -24,6 +24,8 @@ class Policy:
     tokenizer: Any      # left-padding tokenizer with a chat template and a pad token
     backend: str        # "hf" | "unsloth"
     model_path: str     # where the base weights came from (hub id or local dir)
+    gpu: dict | None = None  # cuda_memory() right before the weights loaded (results.json host.gpu); None on CPU
+    vllm: Any = None    # the vllm.LLM evaluation generates with (Unsloth's, or the hf backend's), or None
 
 
 PEFT_METHODS = ("lora", "dora", "prefix", "ptuning", "full")
@@ -86,10 +88,42 @@ class LoraSpec:
                 "target_modules": list(self.target_modules)}
 
 
+def trained_weights_problem(folder: str | Path, method: str) -> str | None:
+    """What is wrong with a job's adapter/ folder for its lora.method (None: nothing). It holds what the method
+    trains: the whole model after lora.method=full (config.json, no adapter_config.json), a PEFT adapter
+    (adapter_config.json) otherwise."""
+    adapter, whole = ((Path(folder) / name).is_file() for name in ("adapter_config.json", "config.json"))
+    if not adapter and not whole:
+        return (f"no trained weights in {folder} (adapter_config.json, or config.json after lora=full); was "
+                "training enabled?")
+    if method == "full" and adapter:
+        return (f"{folder} holds a PEFT adapter (adapter_config.json), where lora.method=full saves the whole model: "
+                "the run trained a LoRA, not every weight (backend=unsloth did so before it passed full_finetuning "
+                "to Unsloth). Its results are a LoRA's; train again with lora=full backend.fast_inference=false, or "
+                "with a LoRA (lora=r64)")
+    if method != "full" and not adapter:
+        return (f"{folder} holds a whole model (config.json, no adapter_config.json), where lora.method={method} "
+                "saves a PEFT adapter: this folder is not the job's adapter")
+    return None
+
+
 def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def cuda_memory() -> dict | None:
+    """The CUDA device's name and its total and free memory in GiB as the driver reports them, or None without
+    CUDA. Taken right before a job's weights load: Unsloth sizes a vLLM engine from the free memory, so an engine
+    an earlier job of the process left behind shows here as missing memory, not as an error."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return {"name": torch.cuda.get_device_name(), "total_gib": round(total / 2**30, 2),
+            "free_gib_before_load": round(free / 2**30, 2)}
 
 
 def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
@@ -106,7 +140,13 @@ def resolve_backend(backend_cfg: DictConfig, lora: LoraSpec) -> str:
 
 
 def check_method_for_unsloth(lora: LoraSpec, fast_inference: bool) -> None:
-    """Unsloth and its vLLM rollouts handle plain LoRA (and full fine-tuning) only."""
+    """Unsloth and its vLLM rollouts handle plain LoRA; Unsloth without vLLM also full fine-tuning."""
+    if lora.method == "full" and fast_inference:
+        # Unsloth 2026.10.9 raises NotImplementedError for full_finetuning=True with fast_inference=True
+        # (unsloth/models/vision.py:4327), after the model has loaded.
+        raise ConfigError("lora.method", "lora.method=full with backend.fast_inference=true: Unsloth builds no vLLM "
+                          "engine for full fine-tuning; set backend.fast_inference=false (Unsloth without vLLM) or "
+                          "backend=hf")
     if lora.method not in (*PROMPT_LEARNING, "dora"):
         return
     if fast_inference:
@@ -128,23 +168,43 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def resolve_model_path(model_cfg: DictConfig) -> str:
-    """A hub id or local dir for the base weights; builds a tiny model when model.builder=tiny|tiny_learner."""
-    from medgrpo.tiny import ARCHITECTURES, ensure_tiny_model
+def check_model_builder(model_cfg: DictConfig) -> None:
+    """model.builder is null, a tiny size, or gguf with its package installed (checked without loading anything)."""
+    from medgrpo.packaged_model import locate_gguf
+    from medgrpo.tiny import ARCHITECTURES
 
-    if model_cfg.builder in ARCHITECTURES:
-        return str(ensure_tiny_model(model_cfg.name_or_path, size=model_cfg.builder))
+    builder = model_cfg.get("builder")
+    if builder == "gguf":
+        locate_gguf(model_cfg.gguf)
+    elif builder is not None and builder not in ARCHITECTURES:
+        raise ConfigError("model.builder", f"expected null, gguf or one of {list(ARCHITECTURES)}, got {builder!r}")
+
+
+def resolve_model_path(model_cfg: DictConfig) -> str:
+    """A hub id or local dir for the base weights. model.builder=tiny|tiny_learner builds a tiny random model;
+    gguf converts a GGUF file shipped in a package (medgrpo.packaged_model); each once, into model.name_or_path."""
+    from medgrpo.packaged_model import ensure_gguf_model
+    from medgrpo.tiny import ensure_tiny_model
+
+    check_model_builder(model_cfg)
+    if model_cfg.builder == "gguf":
+        return str(ensure_gguf_model(model_cfg.name_or_path, model_cfg.gguf))
     if model_cfg.builder is not None:
-        raise ConfigError("model.builder", f"expected null or one of {list(ARCHITECTURES)}, got {model_cfg.builder!r}")
+        return str(ensure_tiny_model(model_cfg.name_or_path, size=model_cfg.builder))
     return str(model_cfg.name_or_path)
 
 
 def load_policy(backend: str, model_cfg: DictConfig, lora: LoraSpec, *, backend_cfg: DictConfig | None = None,
                 model_path: str | None = None, tokenizer=None, adapter_path: str | Path | None = None,
-                trainable: bool = True, seed: int = 0) -> Policy:
+                trainable: bool = True, seed: int = 0, vllm_eval: bool = False) -> Policy:
     """Load base model + tokenizer and attach LoRA: a new trainable one, or the saved `adapter_path`.
     `model_path` defaults to resolve_model_path(model_cfg); pass the `tokenizer` already loaded for data
-    preparation to load it only once (the hf backend uses it; Unsloth loads its own)."""
+    preparation to load it only once (the hf backend uses it; Unsloth loads its own). `vllm_eval`: the hf backend
+    also starts a vLLM engine for evaluation (Unsloth's follows backend.fast_inference).
+    Every vLLM engine an earlier job of this process left (any backend's, TRL's colocated one) is released first."""
+    from medgrpo.backends.vllm_engines import release_vllm_engines
+
+    release_vllm_engines()
     model_path = model_path or resolve_model_path(model_cfg)
     log.info("Loading %s with backend=%s", model_path, backend)
     if backend == "unsloth":
@@ -153,4 +213,10 @@ def load_policy(backend: str, model_cfg: DictConfig, lora: LoraSpec, *, backend_
         return load_unsloth_policy(model_cfg, lora, backend_cfg, model_path, adapter_path, trainable, seed)
     from medgrpo.backends.hf import load_hf_policy
 
-    return load_hf_policy(model_cfg, lora, model_path, adapter_path, trainable, tokenizer)
+    policy = load_hf_policy(model_cfg, lora, model_path, adapter_path, trainable, tokenizer)
+    if vllm_eval:
+        from medgrpo.backends.vllm_engines import start_eval_engine
+
+        policy.vllm = start_eval_engine(model_cfg, model_path, lora, adapter_path,
+                                        backend_cfg.gpu_memory_utilization, seed)
+    return policy

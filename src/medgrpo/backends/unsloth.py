@@ -6,7 +6,6 @@ model's vLLM engine with medgrpo.evaluation.engine.VLLMEngine.
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -15,12 +14,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from medgrpo.backends import LoraSpec, Policy
+from medgrpo.backends import LoraSpec, Policy, cuda_memory
+from medgrpo.backends.vllm_engines import track_engine
 from medgrpo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 STANDBY_ENV = "UNSLOTH_VLLM_STANDBY"
-_loaded_engines: list = []  # the vLLM engine of the job that loaded last in this process
 
 
 def import_unsloth(standby: bool):
@@ -41,32 +40,19 @@ def import_unsloth(standby: bool):
     return unsloth
 
 
-def release_vllm_engines() -> None:
-    """Free the vLLM engine (weights and KV-cache pool) a previous job in this process left behind: a sweep in
-    one process would otherwise hold one engine per job until the GPU runs out of memory."""
-    if not _loaded_engines:
-        return
-    import torch
-    from unsloth_zoo.vllm_utils import delete_vllm
-
-    while _loaded_engines:
-        log.info("Freeing the previous job's vLLM engine")
-        delete_vllm(_loaded_engines.pop())
-    gc.collect()
-    torch.cuda.empty_cache()
-
-
 def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: DictConfig, model_path: str,
                         adapter_path: str | Path | None, trainable: bool, seed: int) -> Policy:
-    """A new LoRA on `model_path`, or the saved adapter at `adapter_path` loaded the Unsloth way.
+    """A new LoRA on `model_path`, or the saved adapter at `adapter_path` loaded the Unsloth way; with
+    lora.method=full the whole model trains (Unsloth's full_finetuning) and `adapter_path` holds the whole model.
 
     An adapter is given to FastLanguageModel.from_pretrained itself: Unsloth then loads the base the adapter was
     trained on (adapter_config.json), attaches the adapter and patches the PEFT model (unsloth/models/loader.py
     2034-2104) with `load_lora` and `fast_generate` (unsloth/models/_utils.py:8079), which vLLM evaluation and
     Unsloth's GRPO weight sync need. A plain PeftModel.from_pretrained lacks both.
     """
+    full = lora.method == "full"
     max_lora_rank = lora.rank
-    if adapter_path is not None:
+    if adapter_path is not None and not full:
         adapter = json.loads(Path(adapter_path, "adapter_config.json").read_text())
         base = adapter.get("base_model_name_or_path") or model_path
         if base != model_path:
@@ -76,23 +62,28 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
     import_unsloth(bool(backend_cfg.standby))
     from unsloth import FastLanguageModel
 
-    release_vllm_engines()
+    gpu = cuda_memory()  # after load_policy released the engines an earlier job left
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(adapter_path) if adapter_path is not None else model_path,
         max_seq_length=model_cfg.max_seq_length,
         load_in_4bit=lora.load_in_4bit,
+        # Without it Unsloth loads for LoRA and get_peft_model below would train a rank-r adapter instead.
+        full_finetuning=full,
         fast_inference=backend_cfg.fast_inference,
         gpu_memory_utilization=backend_cfg.gpu_memory_utilization,
         max_lora_rank=max_lora_rank,
         trust_remote_code=model_cfg.trust_remote_code,
         **({"unsloth_vllm_standby": True} if backend_cfg.standby else {}),
     )
-    if getattr(model, "vllm_engine", None) is not None:
-        _loaded_engines.append(model.vllm_engine)
+    engine = getattr(model, "vllm_engine", None)
+    if engine is not None:  # released by the next job's load (medgrpo.backends.vllm_engines)
+        from unsloth_zoo.vllm_utils import delete_vllm
+
+        track_engine(engine, release=delete_vllm)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if adapter_path is None:
+    if adapter_path is None and not full:
         model = FastLanguageModel.get_peft_model(
             model,
             **lora.peft_kwargs(),
@@ -101,7 +92,7 @@ def load_unsloth_policy(model_cfg: DictConfig, lora: LoraSpec, backend_cfg: Dict
         )
     elif not trainable:
         FastLanguageModel.for_inference(model)  # evaluation only: Unsloth's inference mode
-    return Policy(model=model, tokenizer=tokenizer, backend="unsloth", model_path=model_path)
+    return Policy(model=model, tokenizer=tokenizer, backend="unsloth", model_path=model_path, gpu=gpu, vllm=engine)
 
 
 def import_first_when_chosen(backend_cfg: DictConfig) -> None:

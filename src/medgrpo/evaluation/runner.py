@@ -33,18 +33,16 @@ class EvalRunner:
         self.output_dir = output_dir
         self.history: list[dict] = []
 
-    def _engine(self, adapter_dir: Path | None):
-        if self.engine_name == "vllm":
-            return VLLMEngine(self.policy.model, self.policy.tokenizer, adapter_dir)
+    def _engine(self):
+        if self.engine_name == "vllm":  # generates with the weights the policy holds now, saved for vLLM
+            return VLLMEngine(self.policy)
         return HFEngine(self.policy.model, self.policy.tokenizer, self.eval_cfg.batch_size)
 
     def run(self, prefix: str, step: int, predictions_subdir: str | None, limit: int | None = None) -> dict:
         sets = self.eval_sets if limit is None else {
             name: ds.select(range(min(limit, len(ds)))) for name, ds in self.eval_sets.items()}
-        # vLLM generates with the LoRA weights saved on disk: evaluate the adapter the job just saved.
-        adapter_dir = self.output_dir / "adapter" if (self.output_dir / "adapter").exists() else None
         metrics, predictions = evaluate(
-            sets, self.policy.tokenizer, self._engine(adapter_dir), self.eval_cfg, self.budget, self.think_close,
+            sets, self.policy.tokenizer, self._engine(), self.eval_cfg, self.budget, self.think_close,
             prefix, self.output_dir / predictions_subdir if predictions_subdir else None, self.open_metrics,
         )
         self.tracker.log({**metrics, "train/global_step": step})
