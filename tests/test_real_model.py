@@ -198,9 +198,10 @@ def test_export_merges_the_adapter_into_a_model_that_predicts_the_same(sweep, tm
         [r["completion"] for r in read_jsonl(job / "predictions" / "gsm8k.jsonl")]
 
 
-def test_make_chat_without_a_job_opens_the_real_base_model(real_model_dir):
+def test_make_chat_without_a_job_opens_the_real_base_model(real_model_dir, model_cache, monkeypatch):
     from gradio_client import Client
 
+    monkeypatch.setenv("MEDGRPO_CACHE", str(model_cache.parent))  # the folder converted for this session
     process, url = start_chat("run=")  # what `make chat` passes without RUN=
     try:
         _, history = Client(url, verbose=False).predict("Is aspirin an antiplatelet drug?", [], 0, 0, 0.0,
