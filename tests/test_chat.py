@@ -16,6 +16,8 @@ def test_split_thinking_keeps_the_answer_apart():
     assert split_thinking("<think>\nbleeding risk</think>\n<answer>no</answer>", "<think>", "</think>") == (
         "bleeding risk", "<answer>no</answer>")
     assert split_thinking("<think> still going", "<think>", "</think>") == ("still going", "")
+    # no thinking block at all (a base model that ignores the format): its text is the answer
+    assert split_thinking("No. Steroids are not...", "<think>", "</think>") == ("", "No. Steroids are not...")
 
 
 def test_sliders_map_to_s1_budget_forcing():

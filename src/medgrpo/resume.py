@@ -64,6 +64,10 @@ def checkpoint_identity(model_cfg, lora) -> dict:
     """What a checkpoint must share with the job resuming it: the base model and every LoRA setting
     (lora: a medgrpo.backends.LoraSpec; a PEFT method added to it is checked too)."""
     identity = {"model.name_or_path": str(model_cfg.name_or_path)}
+    if model_cfg.get("builder") is not None:  # every built model's name_or_path is the same cache folder
+        identity["model.builder"] = str(model_cfg.builder)
+        if model_cfg.builder == "gguf":
+            identity["model.gguf.file"] = str(model_cfg.gguf.file)
     for key, value in dataclasses.asdict(lora).items():
         identity[f"lora.{key}"] = list(value) if isinstance(value, tuple) else value
     return identity
