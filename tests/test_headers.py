@@ -156,8 +156,13 @@ def test_some_header_commands_are_cheap_enough_to_run_here():
     assert ("preset=tiny", "lora.rank=16", "grpo.beta=0.04", *PLAIN_TINY_RUN[1:]) in CHEAP_RUNS  # conf/preset/tiny.yaml
 
 
+def on_real_model(overrides: tuple[str, ...]) -> list[pytest.MarkDecorator]:
+    """A command on the real model runs with the real-model tests (make test-real), not in make test."""
+    return [pytest.mark.real_model] if "model=smollm2-135m" in overrides else []
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", CHEAP_RUNS, ids=[" ".join(o) for o in CHEAP_RUNS])
+@pytest.mark.parametrize("overrides", [pytest.param(o, id=" ".join(o), marks=on_real_model(o)) for o in CHEAP_RUNS])
 def test_the_cheap_header_commands_run_on_the_tiny_preset(overrides, tmp_path, model_cache):
     from tests._run import read_results, run_entrypoint
 
