@@ -102,6 +102,21 @@ def _silent_server() -> tuple[socket.socket, int]:
     return server, server.getsockname()[1]
 
 
+@pytest.mark.parametrize("environment", ["offline", "online", None])
+def test_logger_disabled_starts_no_wandb_whatever_wandb_mode_says(environment, tmp_path, monkeypatch):
+    from medgrpo.tracking import NullTracker, start_tracking
+
+    if environment is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", environment)  # make exports WANDB_MODE=offline to every command
+    logger_cfg = OmegaConf.create({"mode": "disabled", "project": "p", "entity": None, "group": None, "tags": [],
+                                   "init_timeout_s": 2})
+    tracker = start_tracking(logger_cfg, {}, tmp_path, "job", None)
+    assert type(tracker) is NullTracker and tracker.describe() == {"mode": "disabled"}
+    assert list(tmp_path.iterdir()) == []  # no wandb/ folder: nothing was started
+
+
 @pytest.mark.slow
 def test_unreachable_wandb_goes_offline_within_the_init_timeout(tmp_path, monkeypatch, caplog):
     from medgrpo.tracking import start_tracking

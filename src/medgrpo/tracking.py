@@ -142,8 +142,9 @@ def _init_wandb(mode: str, init_timeout_s: float, **kwargs):
 
 def start_tracking(logger_cfg, config: dict, output_dir: Path, name: str, group: str | None) -> NullTracker:
     """Start the job's tracker. WANDB_MODE and WANDB_INIT_TIMEOUT in the environment override logger.mode and
-    logger.init_timeout_s (tests set them)."""
-    mode = os.environ.get("WANDB_MODE", logger_cfg.mode)
+    logger.init_timeout_s (tests set them; make exports WANDB_MODE=offline), except that logger=disabled always
+    means no W&B: a user who asks for none gets none, whatever the environment says."""
+    mode = "disabled" if logger_cfg.mode == "disabled" else os.environ.get("WANDB_MODE", logger_cfg.mode)
     if mode == "disabled":
         return NullTracker()
     kwargs = dict(
