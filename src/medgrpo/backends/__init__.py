@@ -206,7 +206,12 @@ def load_policy(backend: str, model_cfg: DictConfig, lora: LoraSpec, *, backend_
 
     release_vllm_engines()
     model_path = model_path or resolve_model_path(model_cfg)
-    log.info("Loading %s with backend=%s", model_path, backend)
+    if adapter_path is None:
+        log.info("Loading %s with backend=%s", model_path, backend)
+    elif lora.method == "full":  # a saved full fine-tune is the whole model: the base folder is not read
+        log.info("Loading the fine-tuned model %s with backend=%s", adapter_path, backend)
+    else:
+        log.info("Loading %s + adapter %s with backend=%s", model_path, adapter_path, backend)
     if backend == "unsloth":
         from medgrpo.backends.unsloth import load_unsloth_policy
 
