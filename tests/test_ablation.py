@@ -394,6 +394,7 @@ def test_null_storage_reads_the_sweeps_optuna_db(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_two_settings_by_three_seeds_sweep_gives_paired_deltas(tmp_path, model_cache):
     """The real entrypoint: `-m preset=tiny seed=1,2,3 lora.rank=4,8`, then the table. The tiny model's numbers
     are whatever they are; the table's Δ, CI and p must be the paired ones computed from its predictions."""

@@ -8,7 +8,7 @@ import pytest
 
 from tests._run import ROOT, read_results, run_entrypoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 
 
 def test_two_cpu_processes_train_and_rank_zero_writes_results(tmp_path, model_cache):

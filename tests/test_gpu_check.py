@@ -239,7 +239,9 @@ def test_each_step_composes_and_passes_the_checks_made_before_loading(step, tmp_
     backends = gpu_check.SWEEP_BACKENDS if step == "SWEEP" else (None,)
     for backend in backends:
         chosen = [f"backend={backend}"] if backend else []
-        cfg = compose_config(*gpu_check.COMMON, *getattr(gpu_check, step), *chosen, output_dir=tmp_path)
+        # PLAIN_HF runs on the folder the check builds (main() puts it first); any folder passes the path check.
+        on_folder = [f"model.name_or_path={tmp_path}"] if step == "PLAIN_HF" else []
+        cfg = compose_config(*gpu_check.COMMON, *on_folder, *getattr(gpu_check, step), *chosen, output_dir=tmp_path)
         validate(cfg)
         use_vllm = cfg.backend.name == "unsloth" and cfg.backend.fast_inference
         check_engine_request(cfg.eval.engine, cfg.backend.name, cfg.backend, LoraSpec.from_config(cfg.lora),
@@ -262,7 +264,8 @@ def test_budget_forcing_is_forced_on_the_random_model_with_filler_tokens(tmp_pat
     monkeypatch.setitem(bench_gpu.QWEN25_SHAPES, "test", small)
     model = bench_gpu.build_model(tmp_path / "model", "test", tokenizer_dir=tiny_model_dir, vocab=gpu_check.VOCAB,
                                   filler=gpu_check.FILLER)
-    overrides = [o for o in gpu_check.EVAL_BUDGET_FORCING if not o.startswith(("backend", "eval.engine"))]
+    overrides = [o for o in gpu_check.EVAL_BUDGET_FORCING
+                 if not o.startswith(("backend", "eval.engine", "model.name_or_path"))]  # this tiny body instead
     done = run_entrypoint("preset=tiny", "model.builder=null", f"model.name_or_path={model}", *overrides,
                           "eval.limit=2", "data.eval=[pubmedqa]", "logger=disabled", f"hydra.run.dir={tmp_path / 'job'}",
                           cache=model_cache)

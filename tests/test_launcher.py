@@ -9,7 +9,7 @@ import pytest
 from tests._run import main_table_rows, read_results, run_entrypoint, run_module
 from tests.test_sweeps import job_dirs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 TINY_JOB = ["preset=tiny", "grpo.max_steps=1", "eval.limit=2"]
 
 

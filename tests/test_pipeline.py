@@ -30,6 +30,7 @@ def test_a_nan_objective_fails_a_single_run(tmp_path, model_cache):
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_a_nan_objective_fails_its_optuna_trial_and_the_study_ends_cleanly(tmp_path, model_cache):
     sweep = tmp_path / "study"
     result = run_entrypoint("-m", "hparams_search=smoke_optuna", *NAN_OBJECTIVE, "hydra.sweeper.n_trials=1",

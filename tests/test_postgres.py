@@ -85,6 +85,7 @@ def start_sweeper(sweep: Path, cache: Path, *overrides: str) -> subprocess.Popen
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_two_sweepers_share_one_study_in_postgresql(postgres_url, tmp_path, model_cache):
     machines = [tmp_path / "machine0", tmp_path / "machine1"]  # one sweep folder per machine, one study
     sweepers = [start_sweeper(sweep, model_cache.parent, SPACE, "hydra.sweeper.n_trials=3",

@@ -63,17 +63,24 @@ def run(command: str, env: dict, timeout: int = 600) -> subprocess.CompletedProc
 
 
 def with_output_dir(command: str, folder: Path) -> str:
-    """The command, writing into the test's folder (a README command writes under outputs/ or multirun/). An
-    Optuna study is cut to 2 trials: on this machine each of its trials is refused alike."""
-    key = "hydra.sweep.dir" if " -m " in f" {command} " else "hydra.run.dir"
+    """The command, writing into the test's folder (a README command writes under outputs/ or multirun/). A GPU
+    sweep, refused here job by job alike, runs its jobs in this one process (a process per job only adds 10 s of
+    imports each: tests/test_launcher.py runs that launcher), and an Optuna study is cut to 2 trials."""
+    multirun = " -m " in f" {command} "
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    in_process = " hydra/launcher=basic" if multirun and "preset=tiny" not in command else ""
     trials = " hydra.sweeper.n_trials=2" if "hparams_search=" in command else ""
-    return f"{command} {key}={folder} logger=disabled{trials}"
+    return f"{command} {key}={folder} logger=disabled{in_process}{trials}"
+
+
+def is_tiny_run(command: str) -> bool:
+    return command.startswith("python src/run.py") and "preset=tiny" in command and " -m " not in command
 
 
 @pytest.fixture(scope="module")
 def tiny_job(env) -> Path:
     """The README's tiny command, as written: the job the other commands' placeholders stand for."""
-    tiny = [c for c in COMMANDS if c.startswith("python src/run.py") and "preset=tiny" in c and " -m " not in c]
+    tiny = [c for c in COMMANDS if is_tiny_run(c)]
     assert tiny, "the README shows no tiny CPU run"
     job = env["root"] / "tiny_job"
     done = run(with_output_dir(tiny[0], job), env)
@@ -92,6 +99,9 @@ def test_readme_command(command, env, request):
     reason = next((why for prefix, why in NOT_RUN_HERE.items() if command.startswith(prefix)), None)
     if reason:
         pytest.skip(f"README command `{command}` is not run here: {reason}")
+    if is_tiny_run(command) and command == next(c for c in COMMANDS if is_tiny_run(c)):
+        request.getfixturevalue("tiny_job")  # it runs this command, as written, once for the whole module
+        return
     folder = env["root"] / re.sub(r"\W+", "_", command)[:80]
     if "<job dir>" in command or "predictions.jsonl" in command:
         job = request.getfixturevalue("tiny_job")

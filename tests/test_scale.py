@@ -14,7 +14,7 @@ from tests._run import read_results, run_module
 from tests.test_postgres import start_sweeper
 from tests.test_sweeps import job_dirs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 HEARTBEAT = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2", "hydra.sweeper.max_retry=1"]
 

@@ -143,6 +143,7 @@ def test_unreachable_wandb_goes_offline_within_the_init_timeout(tmp_path, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.scale
 def test_a_sweep_rerun_skips_finished_jobs_and_reruns_failed_ones(tmp_path, model_cache):
     sweep = tmp_path / "sweep"
     # job 0 trains one step; job 1 is refused (negative beta) and fails in a second

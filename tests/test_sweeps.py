@@ -11,7 +11,7 @@ import pytest
 
 from tests._run import ROOT, main_table_rows, read_results, run_entrypoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 FAST = ["grpo.max_steps=2", "eval.limit=4"]
 
 
