@@ -93,14 +93,16 @@ VLLM = ["backend=unsloth", "backend.fast_inference=true", "eval.engine=vllm"]
 TRAIN_VLLM = [*ON_HUB, *VLLM, "grpo.max_steps=5", "eval.before_training=true", "eval.after_training=false",
               "objective=train/reward"]
 EVAL_BUDGET_FORCING = [*ON_HUB, *VLLM, "train.enabled=false", "eval.temperature=1.0", "budget=extend",
-                       "budget.num_ignore=1", "budget.max_thinking_tokens=48", "budget.max_answer_tokens=16", f"prompt.think_tag={THINK_TAG}",
+                       "budget.num_ignore=1", "budget.max_thinking_tokens=48", "budget.max_answer_tokens=16",
+                       f"prompt.think_tag={THINK_TAG}",
                        f"prompt.system='Think inside <{THINK_TAG}>...</{THINK_TAG}>, then answer inside "
                        "<answer>...</answer>.'"]
 SWEEP = [*ON_HUB, "hydra/launcher=basic", "eval.engine=auto", "stage=sft_grpo", "stage.sft.trainer.max_steps=4",
          "grpo.max_steps=2", "eval.limit=4"]
 SWEEP_BACKENDS = ("unsloth", "hf")  # in this order, in one process
 STANDBY = [*ON_HUB, *VLLM, "backend.standby=true", "grpo.max_steps=3"]
-PLAIN_HF = ["backend=hf", "eval.engine=hf", "grpo.max_steps=5"]  # after model.name_or_path=<the bf16 folder>: 4-bit on the fly
+# after model.name_or_path=<the bf16 folder>: quantized to 4-bit on the fly
+PLAIN_HF = ["backend=hf", "eval.engine=hf", "grpo.max_steps=5"]
 OBJECTIVE = ("loss_type", "beta", "epsilon_high", "mask_truncated_completions")  # held as the recipe states them
 MEMORY_BACK_WITHIN_GIB = 1.0
 ENV = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
