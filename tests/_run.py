@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_entrypoint(*overrides: str, cache: Path, env: dict | None = None, timeout: int = 300,
                    prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    """`python src/run.py <overrides>` (or `<prefix> src/run.py ...`, e.g. accelerate launch), W&B offline."""
+    """`python src/run.py <overrides>` (or `<prefix> src/run.py ...`, e.g. accelerate launch), W&B off: starting its
+    offline service costs a job ~2.6 s; a test that reads what W&B wrote passes env={"WANDB_MODE": "offline"}."""
     command = [*(prefix or [sys.executable]), str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
-    environment = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
+    environment = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
                    **(env or {})}
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
@@ -37,7 +38,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def start_entrypoint(*overrides: str, cache: Path, env: dict | None = None) -> subprocess.Popen:
     """run_entrypoint without waiting: for tests that signal or race the job (output merged into .stdout)."""
     command = [sys.executable, str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
-    environment = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
+    environment = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
                    **(env or {})}
     return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

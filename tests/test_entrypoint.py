@@ -18,7 +18,7 @@ def trained_job(tmp_path_factory, model_cache):
     job = tmp_path_factory.mktemp("job")
     result = run_entrypoint("preset=tiny", "grpo.max_steps=4", "eval.before_training=true",
                             "eval.during_training_steps=2", "eval.during_training_limit=2", f"hydra.run.dir={job}",
-                            cache=model_cache.parent)
+                            cache=model_cache.parent, env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-4000:]
     return job
 

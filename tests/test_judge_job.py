@@ -23,7 +23,7 @@ def tiny_judge_job(tmp_path, name: str, base_url: str, *extra: str, env: dict | 
         "grpo.max_steps=1", "grpo.per_device_train_batch_size=4", "grpo.num_generations=2",
         "grpo.max_completion_length=16", "eval.max_new_tokens=16", "eval.limit=2", "data.train_size=8",
         "objective=eval/redteam/think_coverage", f"hydra.run.dir={job_dir}", *extra,
-        cache=tmp_path / "cache", env={"DEEPSEEK_API_KEY": KEY, **(env or {})}, timeout=240)
+        cache=tmp_path / "cache", env={"DEEPSEEK_API_KEY": KEY, "WANDB_MODE": "offline", **(env or {})}, timeout=240)
     return done, job_dir
 
 

@@ -103,7 +103,7 @@ def grep_every_file(folder, secrets):
 
 @pytest.mark.slow
 def test_a_job_with_secrets_in_its_environment_writes_none_of_them(tmp_path, model_cache):
-    env = {"WANDB_API_KEY": WANDB_KEY, "HF_TOKEN": HF_TOKEN, "MEDGRPO_OPTUNA_STORAGE": DB_URL}
+    env = {"WANDB_API_KEY": WANDB_KEY, "HF_TOKEN": HF_TOKEN, "MEDGRPO_OPTUNA_STORAGE": DB_URL, "WANDB_MODE": "offline"}
     result = run_entrypoint("preset=tiny", "grpo.max_steps=1", "eval.limit=1", "data.eval=[pubmedqa]",
                             f"hydra.searchpath=[file://{ROOT / 'tests/fixtures/conf'}]", "+planted=from_env",
                             f"hydra.run.dir={tmp_path}", cache=model_cache.parent, env=env)

@@ -22,7 +22,8 @@ def job_dirs(sweep):
 def test_grid_sweep_and_its_ablation_table(tmp_path, model_cache):
     sweep = tmp_path / "grid"
     result = run_entrypoint("-m", "preset=tiny", "lora.rank=4,8", "reward=recipe,weighted", *FAST,
-                            f"hydra.sweep.dir={sweep}", cache=model_cache.parent, timeout=600)
+                            f"hydra.sweep.dir={sweep}", cache=model_cache.parent, timeout=600,
+                            env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = job_dirs(sweep)
     assert len(jobs) == 4
