@@ -32,10 +32,10 @@ def test_page_answers_a_question_in_chromium(tmp_path_factory, model_cache, tmp_
             expect(page.get_by_text("not medical advice")).to_be_visible(timeout=60_000)
             page.locator("#question textarea").fill("Is aspirin an antiplatelet drug?")
             page.locator("#ask").click()
-            expect(page.get_by_text("Thinking (")).to_be_visible(timeout=120_000)  # the collapsed thought
+            # the tiny model writes no <reasoning> block: its words are the answer, below an empty collapsed thought
+            expect(page.get_by_text("Thinking (0 tokens, 0 Waits)")).to_be_visible(timeout=120_000)
             page.screenshot(path=tmp_path / "chat.png", full_page=True)
-            # the tiny model never closes its thinking within the job's 32 tokens: the answer says so
-            expect(page.get_by_text("no answer: the thinking was never closed")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("no answer: the thinking was never closed")).to_have_count(0)
             browser.close()
     finally:
         stop(process)

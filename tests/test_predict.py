@@ -254,6 +254,7 @@ def test_predict_a_job_and_a_base_plus_adapter(job, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.scale  # a second process resumes what the killed one left: make test-scale
 def test_resume_after_sigkill_loses_and_repeats_nothing(job, tmp_path):
     ids = [f"q{n}" for n in range(10)]
     source = write(tmp_path / "in.jsonl", "".join(  # later questions are longer

@@ -206,6 +206,7 @@ def _step_log(job_dir: Path) -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.scale  # a second process resumes what the killed one left: make test-scale
 def test_a_job_killed_with_sigkill_resumes_exactly(tmp_path, model_cache):
     cache = model_cache.parent
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"

@@ -59,6 +59,7 @@ def _running_as(job_dir, pid: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.scale  # a second process resumes what the killed one left: make test-scale
 def test_sigterm_sigint_and_the_folder_lock(tmp_path, model_cache):
     cache, job_dir = model_cache.parent, tmp_path / "job"
     job = start_entrypoint(*LONG_JOB, f"hydra.run.dir={job_dir}", cache=cache, env=QUIET)
