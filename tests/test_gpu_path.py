@@ -123,6 +123,7 @@ def test_eval_engine_vllm_on_unsloth_without_its_engine_is_refused_before_loadin
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_eval_engine_vllm_on_cpu_fails_in_one_line_before_the_model_loads(tmp_path, model_cache):
     done = run_entrypoint("preset=tiny", "eval.engine=vllm", "train.enabled=false", "logger=disabled",
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache, env={"HYDRA_FULL_ERROR": "0"})
@@ -341,6 +342,7 @@ def test_standby_cannot_change_within_one_process(fake_unsloth):
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_the_entrypoint_imports_unsloth_before_trl_transformers_and_peft(tmp_path, model_cache):
     env, record = fake_unsloth_package(tmp_path)
     # run_entrypoint puts src/run.py after this driver
@@ -453,6 +455,7 @@ def test_a_grpo_config_the_trainer_holds_differently_is_refused(tmp_path, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_path
 def test_results_json_records_the_grpo_config_the_trainer_held(tmp_path, model_cache):
     done = run_entrypoint("preset=tiny", "grpo.max_steps=1", "eval.after_training=false", "logger=disabled",
                           f"hydra.run.dir={tmp_path / 'job'}", cache=model_cache)
