@@ -211,6 +211,13 @@ def test_every_class_has_at_least_three_cases():
     ("The answer is 3 hours and 20 minutes", "numeric", None, None),
     ("So the answer is 12 apples, 3 more than yesterday.", "numeric", None, "12"),
     ("Therefore, the least likely organ would be D) Urethra.\nOption B is incorrect.", "choice", URINE, "D"),
+    # A bare rejected letter after an answer given by its option's text, and under a "## Final Answer" heading
+    # whose line starts "is ..." (found by tests/test_grade_properties.py on an MMLU anatomy item)
+    ("Urine is made in the kidney.\nA can be ruled out.", "choice", URINE, "B"),
+    ("Which option completes it?\n\n## Final Answer\nis prevented from everting by papillary muscles.\n"
+     "A can be ruled out.", "choice", ["is a semilunar valve", "is prevented from everting by papillary muscles.",
+                                       "is open during systole.", "prevents backflow from the pulmonary trunk."], "B"),
+    ("Urine is made in the kidney.\nA patient can be ruled out.", "choice", URINE, None),  # an article, no letter
     ("The answer is C.\nThe answer is not A.", "choice", URINE, "C"),  # a later rejection of another option
     ("The answer is B. Hmm, actually the answer is not B.", "choice", URINE, None),  # retracted
     ("The answer is 18. No wait, the answer is not 18.", "numeric", None, None),

@@ -37,6 +37,7 @@ _MENTION = re.compile(
 # lower-case word follows it the way one follows an article or a pronoun ("A patient", "I think").
 _BARE = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])(?![ \t]+(?!(?:because|since|as|is|and|or|not|but|rather)\b)"
                    r"[a-z])")
+_BARE_CAPITAL = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])")
 # Lines that start with letters, as when a model lists the options: then a first line "A. ..." is no answer.
 _OPTION_LINE = re.compile(r"^[ \t*_#]*[(\[]?([A-J])[.):\]]", re.MULTILINE)
 # "the best initial test ... would be <option text>": the last resort of free text without a conclusion.
@@ -135,9 +136,17 @@ def _conclusion(text: str, options: tuple[str, ...], texts: bool) -> tuple[objec
             asserted, mentioned = _option_mentions(sentence, options)
         if asserted:
             return (asserted[0] if len(asserted) == 1 else AMBIGUOUS), by_letter
-        if not mentioned:
+        if not mentioned and not _rejects_a_bare_letter(sentence, options):
             return None, False
     return None, False
+
+
+def _rejects_a_bare_letter(sentence: str, options: tuple[str, ...]) -> bool:
+    """A closing sentence that only rules out a bare letter ("A can be ruled out.", "D is incorrect."): read on
+    back, as after "Option A is incorrect." (a bare letter is no mention on its own: "A patient" is an article)."""
+    valid = _valid_letters(options)
+    return any(match[1] in valid and rejected(sentence, match.start(1), match.end(1))
+               for match in _BARE_CAPITAL.finditer(sentence))
 
 
 def _superlative_choice(text: str, options: tuple[str, ...]) -> str | object | None:
