@@ -73,17 +73,17 @@ def with_output_dir(command: str, folder: Path) -> str:
     return f"{command} {key}={folder} logger=disabled{in_process}{trials}"
 
 
-def is_tiny_run(command: str) -> bool:
-    return command.startswith("python src/run.py") and "preset=tiny" in command and " -m " not in command
+# The README's tiny CPU run: the job that `<job dir>` and `predictions.jsonl` stand for.
+TINY_RUN = next((c for c in COMMANDS if c.startswith("python src/run.py") and "preset=tiny" in c and " -m " not in c),
+                None)
 
 
 @pytest.fixture(scope="module")
 def tiny_job(env) -> Path:
     """The README's tiny command, as written: the job the other commands' placeholders stand for."""
-    tiny = [c for c in COMMANDS if is_tiny_run(c)]
-    assert tiny, "the README shows no tiny CPU run"
+    assert TINY_RUN, "the README shows no tiny CPU run"
     job = env["root"] / "tiny_job"
-    done = run(with_output_dir(tiny[0], job), env)
+    done = run(with_output_dir(TINY_RUN, job), env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert json.loads((job / "results.json").read_text())["status"] == "ok"
     return job
@@ -99,7 +99,7 @@ def test_readme_command(command, env, request):
     reason = next((why for prefix, why in NOT_RUN_HERE.items() if command.startswith(prefix)), None)
     if reason:
         pytest.skip(f"README command `{command}` is not run here: {reason}")
-    if is_tiny_run(command) and command == next(c for c in COMMANDS if is_tiny_run(c)):
+    if command == TINY_RUN:
         request.getfixturevalue("tiny_job")  # it runs this command, as written, once for the whole module
         return
     folder = env["root"] / re.sub(r"\W+", "_", command)[:80]
