@@ -52,7 +52,8 @@ def test_without_policy_updates_the_reward_stays_flat(tmp_path, model_cache):
 # start from it. GRPO trains on GSM8K's short prompts: ~5x cheaper per step than PubMedQA's, and the SFT model (taught
 # on PubMedQA) does not write the format there yet, so the format rewards have room to rise.
 # Measured 2026-12-01 (idle, 2 cores): SFT 0.91 format rate on these 32 items (stage.sft.seed 1 and 2: 1.0, 1.0),
-# 95 s; the three GRPO seeds pass (at grpo.learning_rate=0 it does not rise: 0.016 -> 0.004).
+# 95 s; the three GRPO seeds pass (at grpo.learning_rate=0 it does not rise: 0.016 -> 0.004). 2026-12-07 on another
+# CPU: 0.53 at 150 SFT steps (seed 1: 0.94), 0.91 at 200, the steps conf/stage/sft/tiny.yaml now sets.
 LEARNER = ("preset=tiny", "model=tiny_learner", "lora=full", "stage.sft.seed=0", "logger=disabled",
            "data.eval=[pubmedqa]")
 GRPO_SETTINGS = ("grpo.max_steps=16", "grpo.per_device_train_batch_size=16", "grpo.max_completion_length=64",
@@ -91,14 +92,21 @@ def test_grpo_after_sft_raises_the_reward_in_each_of_three_seeds(tmp_path, model
 @pytest.mark.learning
 def test_the_tiny_optuna_study_optimises_an_objective_that_moves(tmp_path, model_cache):
     """hparams_search=tiny_optuna (issue 17): its objective, the reward over the last quarter of GRPO steps after the
-    (cached) SFT, rises above where training started, so its "best parameters" compare something."""
+    (cached) SFT, rises above where training started at the learning rate the study finds best, so its "best
+    parameters" compare something. A trial at a learning rate near the low end of the range (1e-5) need not move
+    in 16 steps: that is what the study is there to find out."""
     done = run_entrypoint("-m", "hparams_search=tiny_optuna", "hydra.sweeper.n_trials=2", "logger=disabled",
                           "eval.after_training=false", f"hydra.sweep.dir={tmp_path}", cache=model_cache.parent,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="tiny_sft_grpo", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    moved = {}
     for job in sorted(p.parent for p in tmp_path.glob("*/results.json")):
-        metrics = read_results(job)["metrics"]
-        first, last = metrics["train/reward_first_window"], metrics["train/reward_last_window"]
-        assert last > first, f"{job.name}: the objective did not move ({first:.3f} -> {last:.3f})"
+        results = read_results(job)
+        metrics = results["metrics"]
+        moved[results["config"]["grpo"]["learning_rate"]] = (metrics["train/reward_first_window"],
+                                                            metrics["train/reward_last_window"])
+    first, last = moved[study.best_trial.params["grpo.learning_rate"]]
+    assert last > first, f"the best trial's objective did not move ({first:.3f} -> {last:.3f}); all trials: {moved}"
+    assert last == study.best_value
