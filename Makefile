@@ -1,6 +1,6 @@
 # One command sets up and does each thing; every target (re)creates .venv when pyproject.toml changes.
 #   make demo            SFT -> GRPO on the tiny model + bundled real data (CPU, W&B offline): table + plots
-#   make demo-real       the same on a real model, SmolLM2-135M-Instruct: base, SFT, SFT -> GRPO (CPU, ~N minutes)
+#   make demo-real       the same on a real model, SmolLM2-135M-Instruct: base, SFT, SFT -> GRPO (CPU, over an hour)
 #   make test            the test suite, minus the learning, scale, gpu-path, real-model and vLLM tests (CI runs all)
 #   make test-learning   the learning tests: SFT and GRPO on the tiny model until they learn (~3 minutes)
 #   make test-scale      the multi-process tests: sweeps, launchers, study storages, distributed, kill (~8 minutes)
