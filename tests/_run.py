@@ -16,9 +16,13 @@ def run_entrypoint(*overrides: str, cache: Path, env: dict | None = None, timeou
     """`python src/run.py <overrides>` (or `<prefix> src/run.py ...`, e.g. accelerate launch), W&B off: starting its
     offline service costs a job ~2.6 s; a test that reads what W&B wrote passes env={"WANDB_MODE": "offline"}."""
     command = [*(prefix or [sys.executable]), str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
-    environment = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
-                   **(env or {})}
-    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=ROOT, env=_job_environment(env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _job_environment(env: dict | None) -> dict:
+    """What an entrypoint job runs with: offline, full Hydra errors, W&B off unless `env` turns it on."""
+    return {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}
 
 
 def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -38,10 +42,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def start_entrypoint(*overrides: str, cache: Path, env: dict | None = None) -> subprocess.Popen:
     """run_entrypoint without waiting: for tests that signal or race the job (output merged into .stdout)."""
     command = [sys.executable, str(ROOT / "src" / "run.py"), *overrides, f"paths.cache_dir={cache}"]
-    environment = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1",
-                   **(env or {})}
-    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=_job_environment(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600) -> None:

@@ -35,9 +35,8 @@ _MENTION = re.compile(
 )
 # In an announced answer ("the answer is not B, it is C") a bare capital letter is a mention too, unless a
 # lower-case word follows it the way one follows an article or a pronoun ("A patient", "I think").
-_BARE = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])(?![ \t]+(?!(?:because|since|as|is|and|or|not|but|rather)\b)"
-                   r"[a-z])")
-_BARE_CAPITAL = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])")
+_BARE_CAPITAL = re.compile(r"(?<![\w'’-])([A-J])(?![\w'’-])")  # any capital letter standing alone
+_BARE = re.compile(_BARE_CAPITAL.pattern + r"(?![ \t]+(?!(?:because|since|as|is|and|or|not|but|rather)\b)[a-z])")
 # Lines that start with letters, as when a model lists the options: then a first line "A. ..." is no answer.
 _OPTION_LINE = re.compile(r"^[ \t*_#]*[(\[]?([A-J])[.):\]]", re.MULTILINE)
 # "the best initial test ... would be <option text>": the last resort of free text without a conclusion.
